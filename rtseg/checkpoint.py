@@ -1,0 +1,89 @@
+"""Weight files that describe themselves, and resumable training state.
+
+A weight file is safetensors (plain tensors: loading one can never run code) whose header holds
+the model preset and class table as JSON under the key ``rtseg``, so ``rtseg eval --model
+file.safetensors`` needs nothing else. Training state (optimizer, EMA, epoch) goes to a ``.pt``
+file read back with ``torch.load(weights_only=True)``, which refuses pickled code as well.
+Both are written to a temporary name and renamed, so an interrupted save never leaves a file
+that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from rtseg.config import DatasetConfig, ModelPreset, from_dict
+from rtseg.errors import RtsegError
+
+
+class CheckpointError(RtsegError):
+    """A weight or state file is missing, corrupt, or not an rtseg file."""
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def save_weights(path: str | Path, model: nn.Module, preset: ModelPreset, dataset: DatasetConfig,
+                 info: dict[str, Any] | None = None) -> Path:
+    """Writes ``model``'s state dict with its preset, classes and ``info`` (e.g. val mIoU)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = _atomic_target(path)
+    meta = {"preset": asdict(preset), "dataset": asdict(dataset), "info": info or {}}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"rtseg": json.dumps(meta)})
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelPreset, DatasetConfig, dict]:
+    """Reads a file written by :func:`save_weights`: state dict, preset, dataset, info."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weight file not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if "rtseg" not in header:
+        raise CheckpointError(f"{path} has no rtseg metadata (was it written by rtseg train?)")
+    meta = json.loads(header["rtseg"])
+    preset = from_dict(ModelPreset, meta["preset"], f"{path} preset")
+    dataset = from_dict(DatasetConfig, _int_keys(meta["dataset"]), f"{path} dataset")
+    return state, preset, dataset, meta.get("info", {})
+
+
+def _int_keys(d: dict) -> dict:
+    # JSON turns the int keys of label_map into strings.
+    if d.get("label_map"):
+        d = {**d, "label_map": {int(k): v for k, v in d["label_map"].items()}}
+    return d
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Saves training state (tensors, numbers, strings, nested dicts/lists only)."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be trusted
+        raise CheckpointError(f"cannot load training state {path}: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,288 @@
+"""Joint image/mask transforms in numpy and OpenCV.
+
+Every transform is a callable ``t(image, mask, rng) -> (image, mask)``:
+
+* ``image`` is an H x W x 3 **RGB** uint8 array until :class:`Normalize` turns it into float32;
+* ``mask`` is an H x W integer label map (uint8 as the datasets produce it) or ``None`` when there
+  is no label (video frames); geometric transforms move it with the image, photometric ones leave
+  it alone;
+* ``rng`` is a :class:`numpy.random.Generator`. Random transforms draw every random number from it
+  and refuse to run without one, so that a seeded generator reproduces an augmentation exactly.
+  Datasets pass their own per-worker generator (see :class:`rtseg.data.datasets.SegDataset`).
+
+Mean and std are in [0, 1] units: ``Normalize`` computes ``(image / 255 - mean) / std``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# OpenCV's INTER_NEAREST samples at floor(x * scale) and so shifts the mask by up to half a
+# pixel against the INTER_LINEAR image; INTER_NEAREST_EXACT uses pixel centres like the image.
+MASK_INTERP = cv2.INTER_NEAREST_EXACT
+
+Array = np.ndarray
+Transform = Callable[[Array, "Array | None", "np.random.Generator | None"], tuple]
+
+
+def _need_rng(rng: np.random.Generator | None, who: str) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"{who} is random and needs a numpy.random.Generator, got {type(rng).__name__}")
+    return rng
+
+
+def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1:
+        raise ValueError(f"{what} must be positive, got {size}")
+    return int(h), int(w)
+
+
+def _mask_for_cv2(mask: Array) -> Array:
+    """cv2.resize does not take int64; every label value we use fits in uint8."""
+    if mask.dtype == np.uint8:
+        return mask
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError(f"mask values must lie in 0..255 to be resized, got {mask.min()}..{mask.max()}")
+    return mask.astype(np.uint8)
+
+
+def _resize(image: Array, mask: Array | None, h: int, w: int) -> tuple[Array, Array | None]:
+    if image.shape[:2] == (h, w):
+        return image, mask
+    image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    if mask is not None:
+        mask = cv2.resize(_mask_for_cv2(mask), (w, h), interpolation=MASK_INTERP)
+    return image, mask
+
+
+class Compose:
+    """Applies transforms in order, threading the same generator through all of them."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = list(transforms)
+
+    def __call__(self, image, mask=None, rng=None):
+        for t in self.transforms:
+            image, mask = t(image, mask, rng)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+class RandomScale:
+    """Rescales image and mask by one factor drawn uniformly from ``[min_scale, max_scale]``."""
+
+    def __init__(self, min_scale: float, max_scale: float):
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        self.min_scale, self.max_scale = float(min_scale), float(max_scale)
+
+    def __call__(self, image, mask=None, rng=None):
+        s = _need_rng(rng, "RandomScale").uniform(self.min_scale, self.max_scale)
+        h, w = image.shape[:2]
+        return _resize(image, mask, max(1, round(h * s)), max(1, round(w * s)))
+
+    def __repr__(self) -> str:
+        return f"RandomScale({self.min_scale}, {self.max_scale})"
+
+
+class RandomCrop:
+    """Crops a random ``(h, w)`` window; a side shorter than the crop is padded instead.
+
+    The image is placed at a random offset on a canvas filled with ``fill`` (an RGB uint8 colour;
+    :func:`train_transform` passes the dataset mean so padding normalizes to ~0) and the mask's
+    padding is ``ignore_index`` so it never reaches the loss.
+    """
+
+    def __init__(self, h: int, w: int, ignore_index: int, fill: Sequence[int] = (0, 0, 0)):
+        self.h, self.w = _pair((h, w), "crop size")
+        self.ignore_index = int(ignore_index)
+        self.fill = tuple(int(v) for v in fill)
+
+    @staticmethod
+    def _window(size: int, crop: int, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(source start, canvas start, length) along one axis."""
+        if size >= crop:
+            return int(rng.integers(0, size - crop + 1)), 0, crop
+        return 0, int(rng.integers(0, crop - size + 1)), size
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = _need_rng(rng, "RandomCrop")
+        h, w = image.shape[:2]
+        sy, dy, ly = self._window(h, self.h, rng)
+        sx, dx, lx = self._window(w, self.w, rng)
+        if h >= self.h and w >= self.w:  # the common case: a view, no copy
+            image = image[sy:sy + ly, sx:sx + lx]
+            mask = None if mask is None else mask[sy:sy + ly, sx:sx + lx]
+            return image, mask
+        canvas = np.empty((self.h, self.w, image.shape[2]), image.dtype)
+        canvas[...] = np.asarray(self.fill, image.dtype)
+        canvas[dy:dy + ly, dx:dx + lx] = image[sy:sy + ly, sx:sx + lx]
+        if mask is not None:
+            padded = np.full((self.h, self.w), self.ignore_index, mask.dtype)
+            padded[dy:dy + ly, dx:dx + lx] = mask[sy:sy + ly, sx:sx + lx]
+            mask = padded
+        return canvas, mask
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.h}, {self.w}, ignore_index={self.ignore_index})"
+
+
+class RandomHorizontalFlip:
+    """Mirrors image and mask left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = float(p)
+
+    def __call__(self, image, mask=None, rng=None):
+        if _need_rng(rng, "RandomHorizontalFlip").random() < self.p:
+            image = image[:, ::-1]
+            mask = None if mask is None else mask[:, ::-1]
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class ColorJitter:
+    """Random brightness, contrast, saturation and hue, in random order; the mask is untouched.
+
+    Factors follow the usual convention: brightness ``b`` scales by a factor drawn from
+    ``[max(0, 1 - b), 1 + b]`` (contrast and saturation likewise, blending towards the mean grey
+    and the per-pixel grey), and ``hue`` in [0, 0.5] rotates hue by up to that fraction of a turn.
+    """
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                 hue: float = 0.0):
+        for name, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if not 0 <= hue <= 0.5:
+            raise ValueError(f"hue must lie in [0, 0.5], got {hue}")
+        self.brightness, self.contrast = float(brightness), float(contrast)
+        self.saturation, self.hue = float(saturation), float(hue)
+
+    @staticmethod
+    def _gray(img: Array) -> Array:
+        return img @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma, RGB order
+
+    def _factor(self, rng: np.random.Generator, amount: float) -> float:
+        return float(rng.uniform(max(0.0, 1.0 - amount), 1.0 + amount))
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = _need_rng(rng, "ColorJitter")
+        img = image.astype(np.float32)
+        for op in rng.permutation(4):
+            if op == 0 and self.brightness > 0:
+                img = img * self._factor(rng, self.brightness)
+            elif op == 1 and self.contrast > 0:
+                m = float(self._gray(img).mean())
+                img = (img - m) * self._factor(rng, self.contrast) + m
+            elif op == 2 and self.saturation > 0:
+                g = self._gray(img)[..., None]
+                img = (img - g) * self._factor(rng, self.saturation) + g
+            elif op == 3 and self.hue > 0:
+                # HSV_FULL spreads hue over 0..255, so a fraction of a turn is a uint8 offset.
+                shift = round(rng.uniform(-self.hue, self.hue) * 256)
+                hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV_FULL)
+                hsv[..., 0] = (hsv[..., 0].astype(np.int16) + shift) % 256
+                img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL).astype(np.float32)
+            img = np.clip(img, 0, 255)
+        return np.rint(img).astype(np.uint8), mask
+
+    def __repr__(self) -> str:
+        return f"ColorJitter({self.brightness}, {self.contrast}, {self.saturation}, {self.hue})"
+
+
+class Resize:
+    """Resizes to a fixed ``(h, w)``: bilinear for the image, nearest for the mask."""
+
+    def __init__(self, h: int, w: int):
+        self.h, self.w = _pair((h, w), "resize size")
+
+    def __call__(self, image, mask=None, rng=None):
+        return _resize(image, mask, self.h, self.w)
+
+    def __repr__(self) -> str:
+        return f"Resize({self.h}, {self.w})"
+
+
+class Normalize:
+    """uint8 RGB -> float32 ``(image / 255 - mean) / std``, per channel."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.mean = np.asarray(mean, np.float32).reshape(3)
+        self.std = np.asarray(std, np.float32).reshape(3)
+        if np.any(self.std <= 0):
+            raise ValueError(f"std must be positive, got {std}")
+        # Folded into one multiply-add per pixel: x * scale + shift.
+        self._scale = 1.0 / (255.0 * self.std)
+        self._shift = -self.mean / self.std
+
+    def __call__(self, image, mask=None, rng=None):
+        if image.dtype != np.uint8:
+            raise TypeError(f"Normalize expects a uint8 image, got {image.dtype}")
+        return image.astype(np.float32) * self._scale + self._shift, mask
+
+    def __repr__(self) -> str:
+        mean = [round(float(v), 4) for v in self.mean]
+        std = [round(float(v), 4) for v in self.std]
+        return f"Normalize(mean={mean}, std={std})"
+
+
+class ToTensor:
+    """float32 H x W x 3 image -> (3, H, W) float32 tensor; mask -> (H, W) int64 tensor."""
+
+    def __call__(self, image, mask=None, rng=None):
+        if image.dtype != np.float32:
+            raise TypeError(f"ToTensor expects a float32 (normalized) image, got {image.dtype}; "
+                            "put Normalize before it")
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if mask is not None:
+            mask = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
+        return tensor, mask
+
+    def __repr__(self) -> str:
+        return "ToTensor()"
+
+
+def train_transform(crop_size: int | Sequence[int], scale_range: Sequence[float] = (0.5, 2.0),
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *,
+                    ignore_index: int, hflip: float = 0.5,
+                    jitter: Sequence[float] | None = (0.3, 0.3, 0.3, 0.0)) -> Compose:
+    """Standard training augmentation: scale, crop (pad), flip, colour jitter, normalize.
+
+    Args:
+        crop_size: ``(h, w)`` of the crops (an int for a square).
+        scale_range: ``(min, max)`` random rescale factor, applied before cropping.
+        mean: RGB mean in [0, 1] units; padding uses this colour so it normalizes to ~0.
+        std: RGB std in [0, 1] units.
+        ignore_index: label written into padded mask pixels.
+        hflip: probability of a horizontal flip.
+        jitter: ``(brightness, contrast, saturation, hue)`` for :class:`ColorJitter`, or ``None``.
+    """
+    h, w = _pair(crop_size, "crop_size")
+    fill = [int(round(255 * m)) for m in mean]
+    ts: list[Transform] = [RandomScale(*scale_range), RandomCrop(h, w, ignore_index, fill),
+                           RandomHorizontalFlip(hflip)]
+    if jitter is not None and any(jitter):
+        ts.append(ColorJitter(*jitter))
+    ts += [Normalize(mean, std), ToTensor()]
+    return Compose(ts)
+
+
+def val_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                  size: int | Sequence[int] | None = None) -> Compose:
+    """Deterministic evaluation transform: optional :class:`Resize` to ``size`` ``(h, w)``, then
+    normalize. With a ``size`` the mask is resized too; score at the original resolution with the
+    dataset's ``load_raw`` instead."""
+    ts: list[Transform] = [] if size is None else [Resize(*_pair(size, "size"))]
+    return Compose(ts + [Normalize(mean, std), ToTensor()])

@@ -1,0 +1,210 @@
+"""``rtseg train``: fit a model preset on a dataset, resumably, and keep the best weights.
+
+Everything that shapes the result lives in the training YAML (``configs/train/*.yaml``), so the
+shipped weights can be reproduced with ``rtseg train --config <that file>``. A run writes into
+``<out>/<name>/``: ``last.pt`` (resumable state, plain tensors), ``best.safetensors`` (EMA weights
+of the best validation mIoU, self-describing) and ``history.json`` (one record per epoch).
+Re-running the same command resumes from ``last.pt``; randomness is re-seeded from
+``(seed, epoch)`` at the start of each epoch, so a resumed run draws the same batches.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from rtseg.backends.base import ModelMeta
+from rtseg.backends.torch_backend import TorchBackend
+from rtseg.checkpoint import load_state, save_state, save_weights
+from rtseg.config import from_dict, load_dataset_config, load_preset, load_yaml
+from rtseg.data import build_dataset, train_transform
+from rtseg.ema import ModelEMA
+from rtseg.errors import RtsegError
+from rtseg.evaluate import evaluate
+from rtseg.losses import DeepSupervisionLoss, build_loss, class_weights, count_pixels
+from rtseg.progress import Progress
+from rtseg.zoo import build_from_preset
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Paths are relative to the working directory."""
+
+    name: str                                   # run folder name under `out`
+    preset: str                                 # configs/models/<preset>.yaml
+    root: str = "../shared/data/camvid"         # dataset root
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: list[int] = field(default_factory=lambda: [360, 480])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    jitter: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.3, 0.0])
+    epochs: int = 100
+    batch_size: int = 8
+    optimizer: str = "sgd"                      # sgd | adamw
+    lr: float = 0.01
+    head_lr_mult: float = 1.0                   # lr multiplier of everything but the backbone
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    poly_power: float = 0.9
+    loss: Any = "ce"                            # a name of rtseg.losses.LOSSES or a list of terms
+    loss_options: dict = field(default_factory=dict)
+    class_weights: str | None = None            # None | median_freq | enet
+    aux_weights: list[float] = field(default_factory=list)
+    ema_decay: float = 0.999                    # 0 disables the EMA
+    ema_warmup: int = 200
+    val_every: int = 5
+    seed: int = 0
+    workers: int = 1
+    threads: int | None = None                  # torch intra-op threads; None keeps the default
+    channels_last: bool = True                  # 2x faster training on CPU for depthwise nets
+    out: str = "runs"
+    iters_per_epoch: int | None = None          # cap (for smoke tests); None = whole dataset
+
+
+class TrainError(RtsegError):
+    pass
+
+
+def load_train_config(path: str, **overrides) -> TrainConfig:
+    data = load_yaml(path)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(TrainConfig, data, str(path))
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    # No weight decay on norms and biases: decaying BN scales only fights the normalisation.
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (name.startswith("backbone.") or name.startswith(("shared.", "deep.")), p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_backbone, no_decay), params in groups.items():
+        lr_mult = 1.0 if is_backbone else cfg.head_lr_mult
+        out.append({"params": params, "lr_mult": lr_mult, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
+    return out
+
+
+def _lr_at(cfg: TrainConfig, it: int, total: int, per_epoch: int) -> float:
+    warm = int(cfg.warmup_epochs * per_epoch)
+    if it < warm:
+        return cfg.lr * (it + 1) / warm
+    return cfg.lr * (1 - (it - warm) / max(1, total - warm)) ** cfg.poly_power
+
+
+def _build_loss(cfg: TrainConfig, num_classes: int, ignore: int, train_ds) -> nn.Module:
+    opts = dict(cfg.loss_options)
+    if cfg.class_weights:
+        counts, present = count_pixels((train_ds.load_raw(i)[1] for i in range(len(train_ds))),
+                                       num_classes, ignore)
+        opts["weight"] = class_weights(counts, cfg.class_weights, present_pixels=present).tolist()
+    loss = build_loss(cfg.loss, ignore_index=ignore, **opts)
+    return DeepSupervisionLoss(loss, cfg.aux_weights)
+
+
+def fit(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Trains (or resumes) the run described by ``cfg``; returns the best validation result."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    preset = load_preset(cfg.preset)
+    dcfg = load_dataset_config(preset.dataset)
+    ignore = dcfg.ignore_index
+    run_dir = Path(cfg.out) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ds_kw = {"label_map": dcfg.label_map} if dcfg.label_map else {"ignore_index": ignore}
+
+    def train_set(epoch: int):
+        t = train_transform(cfg.crop_size, cfg.scale_range, preset.mean, preset.std,
+                            ignore_index=ignore, jitter=cfg.jitter)
+        return build_dataset(dcfg.name, cfg.root, cfg.train_split, t, seed=cfg.seed * 100_003 + epoch, **ds_kw)
+
+    val_ds = build_dataset(dcfg.name, cfg.root, cfg.val_split, **ds_kw)
+    torch.manual_seed(cfg.seed)
+    model = build_from_preset(preset, dcfg.num_classes)
+    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=mf)
+    criterion = _build_loss(cfg, dcfg.num_classes, ignore, train_set(0))
+    groups = _param_groups(model, cfg)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        raise TrainError(f"optimizer must be sgd or adamw, got '{cfg.optimizer}'")
+    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
+
+    state = {"epoch": 0, "best_miou": -1.0, "elapsed": 0.0, "history": []}
+    last = run_dir / "last.pt"
+    if last.exists():
+        saved = load_state(last)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if ema is not None and "ema" in saved:
+            ema.load_state_dict(saved["ema"])
+        state = {k: saved[k] for k in state}
+        print(f"resuming {cfg.name} from epoch {state['epoch']} (best mIoU {state['best_miou']:.4f})")
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    per_epoch = math.ceil(len(train_set(0)) / cfg.batch_size)
+    if cfg.iters_per_epoch:
+        per_epoch = min(per_epoch, cfg.iters_per_epoch)
+    total = per_epoch * cfg.epochs
+    meta = ModelMeta(preset.name, dcfg.class_names, dcfg.colors, preset.mean, preset.std,
+                     tuple(preset.input_size), ignore)
+    bar = Progress(total - state["epoch"] * per_epoch, f"train {cfg.name}", "it", enabled=progress)
+    for epoch in range(state["epoch"], cfg.epochs):
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # shuffling and worker seeds of this epoch
+        loader = DataLoader(train_set(epoch), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                            num_workers=cfg.workers, persistent_workers=False)
+        model.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for i, (x, y) in enumerate(loader):
+            if i >= per_epoch:
+                break
+            it = epoch * per_epoch + i
+            lr = _lr_at(cfg, it, total, per_epoch)
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_mult"]
+            loss = criterion(model(x.to(memory_format=mf)), y)
+            if not torch.isfinite(loss):
+                raise TrainError(f"loss became {loss.item()} at epoch {epoch + 1} iteration {i}; "
+                                 f"lower lr (now {lr:.3g})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            seen += len(x)
+            loss_sum += loss.item() * len(x)
+            bar.update(1, epoch=f"{epoch + 1}/{cfg.epochs}", loss=loss.item(), lr=lr,
+                       img_s=seen / (time.perf_counter() - t0))
+        state["elapsed"] += time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "seconds": time.perf_counter() - t0}
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+            eval_model = (ema.module if ema is not None else model).eval()
+            result = evaluate(TorchBackend(eval_model, meta), val_ds, progress=False)
+            record["val_miou"] = result["miou"]
+            if result["miou"] > state["best_miou"]:
+                state["best_miou"] = result["miou"]
+                info = {"val_miou": result["miou"], "epoch": epoch + 1, "train_seconds": round(state["elapsed"]),
+                        "train_config": asdict(cfg)}
+                save_weights(run_dir / "best.safetensors", eval_model, preset, dcfg, info)
+            print(f"\nepoch {epoch + 1}: loss {record['loss']:.4f}  val mIoU {result['miou']:.4f} "
+                  f"(best {state['best_miou']:.4f})", flush=True)
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        save_state(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                          **({"ema": ema.state_dict()} if ema is not None else {}), **state})
+        (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+    bar.close()
+    return {"best_miou": state["best_miou"], "epochs": state["epoch"], "seconds": state["elapsed"],
+            "run_dir": str(run_dir)}

@@ -1,0 +1,78 @@
+"""Model presets, and loading a ready-to-run model from a preset name or a weight file."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from rtseg.checkpoint import CheckpointError, load_weights
+from rtseg.config import DatasetConfig, ModelPreset, list_configs, load_dataset_config, load_preset
+from rtseg.models import build, check_name
+from rtseg.weights import is_shipped, weight_path
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with what it takes to feed it and draw its output."""
+
+    model: nn.Module
+    preset: ModelPreset
+    dataset: DatasetConfig
+    info: dict
+
+
+def presets() -> list[ModelPreset]:
+    return [load_preset(name) for name in list_configs("models")]
+
+
+def shipped_by_arch() -> dict[str, list[str]]:
+    """Architecture -> names of the presets of it whose trained weights ship with rtseg."""
+    out: dict[str, list[str]] = {}
+    for p in presets():
+        if is_shipped(p.weights):
+            out.setdefault(p.arch, []).append(p.name)
+    return out
+
+
+def shipped_names() -> list[str]:
+    return [p.name for p in presets() if is_shipped(p.weights)]
+
+
+def build_from_preset(preset: ModelPreset, num_classes: int, pretrained: bool | None = None) -> nn.Module:
+    """Builds the preset's architecture; ``pretrained`` overrides the preset's backbone setting."""
+    options = dict(preset.options)
+    if pretrained is not None and "pretrained" in options:
+        options["pretrained"] = pretrained
+    return build(preset.arch, num_classes, **options)
+
+
+def load_model(spec: str) -> LoadedModel:
+    """Loads ``spec``: a shipped preset name (``deeplabv3plus_camvid``) or a ``.safetensors`` file.
+
+    Raises:
+        RtsegError subclasses: unknown name (with the valid ones), preset without shipped
+            weights, unreadable or foreign weight file.
+    """
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.is_file():
+        state, preset, dataset, info = load_weights(path)
+    else:
+        check_name(spec, shipped_names() or list_configs("models"), "model")
+        preset = load_preset(spec)
+        if not is_shipped(preset.weights):
+            raise CheckpointError(f"preset '{spec}' has no trained weights in this install; "
+                                  f"train it with `rtseg train` or pass a .safetensors file")
+        state, preset_saved, dataset, info = load_weights(weight_path(preset.weights))
+    # Trained weights replace the backbone's ImageNet weights, so do not require that package.
+    model = build_from_preset(preset, dataset.num_classes, pretrained=False)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights of '{spec}' do not fit {preset.arch} "
+                              f"{preset.options}: {str(e).splitlines()[0]}") from None
+    return LoadedModel(model.eval(), preset, dataset, info)
+
+
+def dataset_of(preset: ModelPreset) -> DatasetConfig:
+    return load_dataset_config(preset.dataset)
