@@ -40,6 +40,7 @@ class TrainConfig:
     name: str                                   # run folder name under `out`
     preset: str                                 # configs/models/<preset>.yaml
     root: str = "../shared/data/camvid"         # dataset root
+    data: str | None = None                     # loader (camvid | cityscapes | folder); default: the preset's dataset
     train_split: str = "train"
     val_split: str = "val"
     crop_size: list[int] = field(default_factory=lambda: [360, 480])
@@ -67,6 +68,7 @@ class TrainConfig:
     channels_last: bool = True                  # 2x faster training on CPU for depthwise nets
     out: str = "runs"
     iters_per_epoch: int | None = None          # cap (for smoke tests); None = whole dataset
+    val_limit: int | None = None                # score only the first N val images (smoke tests)
 
 
 class TrainError(RtsegError):
@@ -125,9 +127,10 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     def train_set(epoch: int):
         t = train_transform(cfg.crop_size, cfg.scale_range, preset.mean, preset.std,
                             ignore_index=ignore, jitter=cfg.jitter)
-        return build_dataset(dcfg.name, cfg.root, cfg.train_split, t, seed=cfg.seed * 100_003 + epoch, **ds_kw)
+        return build_dataset(data_name, cfg.root, cfg.train_split, t, seed=cfg.seed * 100_003 + epoch, **ds_kw)
 
-    val_ds = build_dataset(dcfg.name, cfg.root, cfg.val_split, **ds_kw)
+    data_name = cfg.data or dcfg.name
+    val_ds = build_dataset(data_name, cfg.root, cfg.val_split, **ds_kw)
     torch.manual_seed(cfg.seed)
     model = build_from_preset(preset, dcfg.num_classes)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -191,7 +194,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
         record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "seconds": time.perf_counter() - t0}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             eval_model = (ema.module if ema is not None else model).eval()
-            result = evaluate(TorchBackend(eval_model, meta), val_ds, progress=False)
+            result = evaluate(TorchBackend(eval_model, meta), val_ds, limit=cfg.val_limit, progress=False)
             record["val_miou"] = result["miou"]
             if result["miou"] > state["best_miou"]:
                 state["best_miou"] = result["miou"]

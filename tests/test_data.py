@@ -251,7 +251,7 @@ def test_folder_registry_and_empty(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no image files"):
         FolderDataset(tmp_path / "empty", tmp_path / "val" / "masks")
-    with pytest.raises(ValueError, match="camvid"):
+    with pytest.raises(DatasetError, match="Did you mean .camvid."):
         build_dataset("camvdi", tmp_path, "val")
 
 

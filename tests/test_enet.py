@@ -92,9 +92,8 @@ def test_options_are_validated():
 
 
 def test_onnx_export_bilinear_matches_torch(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")  # torch.onnx.export(dynamo=True) is built on it
+    import onnx  # extra "onnx" (installed by CI): never skipped
+    import onnxruntime as ort
     torch.manual_seed(0)
     x = torch.randn(1, 3, 64, 96)
     model = _calibrate_bn(build_enet(5, upsample="bilinear"), x)

@@ -282,7 +282,7 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     """Builds dataset ``name`` (a key of :data:`DATASETS`) for ``split`` under ``root``.
 
     ``kw`` goes to the constructor, e.g. ``label_map=`` for Cityscapes, ``ignore_index=`` or
-    ``seed=``. An unknown name raises ValueError listing the valid ones.
+    ``seed=``. An unknown name raises DatasetError listing the valid ones.
     """
     if name not in DATASETS:
         close = difflib.get_close_matches(name, list(DATASETS), n=1)

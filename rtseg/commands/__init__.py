@@ -1,0 +1,23 @@
+"""One module per ``rtseg`` subcommand; argument types shared by several live here."""
+from __future__ import annotations
+
+import argparse
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 360x480, got '{text}'") from None
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got '{text}'")
+    return h, w
+
+
+def floats_arg(text: str) -> list[float]:
+    """``0.75,1,1.25`` -> [0.75, 1.0, 1.25]."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None

@@ -1,0 +1,28 @@
+"""``rtseg eval``: per-class IoU table and summary of a model on a labelled dataset."""
+from __future__ import annotations
+
+import argparse
+
+from rtseg.commands import floats_arg, size_arg
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="score a model on a labelled dataset (per-class IoU, mIoU, ...)")
+    p.add_argument("--model", required=True, help="shipped name or weight file (.safetensors)")
+    p.add_argument("--data", default="camvid", help="camvid | cityscapes | folder")
+    p.add_argument("--root", required=True, help="dataset root folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
+    p.add_argument("--scales", type=floats_arg, default=[1.0], help="multi-scale TTA, e.g. 0.75,1,1.25")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs (TTA)")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtseg.evaluate import eval_command
+
+    eval_command(args.model, args.data, args.root, args.split, args.size, args.scales, args.flip,
+                 args.json, args.limit)
+    return 0

@@ -1,0 +1,146 @@
+"""A short real training run on CamVid frames, resume, self-describing weights, `rtseg eval`."""
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtseg.checkpoint import CheckpointError, load_state, load_weights
+from rtseg.cli import main
+from rtseg.train import TrainConfig, fit
+from rtseg.zoo import load_model
+
+CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+
+def _subset(root: Path) -> Path:
+    """A `folder` dataset of 4 real CamVid train frames and 2 val frames (copies, not symlinks)."""
+    for split, n in (("train", 4), ("val", 2)):
+        for sub, src in (("images", split), ("masks", f"{split}annot")):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+            for f in sorted((CAMVID / src).glob("*.png"))[:n]:
+                shutil.copy(f, root / split / sub / f.name)
+    return root
+
+
+def _cfg(tmp_path, epochs):
+    return TrainConfig(name="smoke", preset="enet_camvid", root=str(tmp_path / "data"), data="folder",
+                       crop_size=[120, 160], scale_range=[0.45, 0.5], jitter=[0, 0, 0, 0], epochs=epochs, batch_size=4,
+                       optimizer="adamw", lr=1e-2, weight_decay=1e-4, warmup_epochs=0, poly_power=0.0, loss="ce",
+                       class_weights=None, ema_decay=0.5, ema_warmup=0, val_every=4, workers=0,
+                       out=str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    _subset(tmp / "data")
+    result = fit(_cfg(tmp, 12), progress=False)
+    return tmp, result
+
+
+def test_training_lowers_the_loss_on_real_frames(run):
+    tmp, result = run
+    history = json.loads((tmp / "smoke" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 13))
+    first, last = history[0]["loss"], sum(h["loss"] for h in history[-3:]) / 3
+    assert last < 0.8 * first, (first, last)
+    assert "val_miou" in history[3] and "val_miou" in history[11]
+    assert 0 <= result["best_miou"] <= 1
+
+
+def test_best_weights_describe_themselves(run):
+    tmp, result = run
+    state, preset, dataset, info = load_weights(tmp / "smoke" / "best.safetensors")
+    assert preset.name == "enet_camvid" and dataset.num_classes == 11
+    assert info["val_miou"] == pytest.approx(result["best_miou"])
+    assert info["train_config"]["preset"] == "enet_camvid"
+    lm = load_model(str(tmp / "smoke" / "best.safetensors"))
+    assert not lm.model.training
+
+
+def test_resume_continues_from_last_epoch(run):
+    tmp, _ = run
+    before = load_state(tmp / "smoke" / "last.pt")
+    assert before["epoch"] == 12
+    fit(_cfg(tmp, 13), progress=False)
+    after = load_state(tmp / "smoke" / "last.pt")
+    assert after["epoch"] == 13 and len(after["history"]) == 13
+    assert after["history"][:12] == before["history"]
+
+
+def test_eval_command_writes_json(run, tmp_path, capsys):
+    weights = run[0] / "smoke" / "best.safetensors"
+    out = tmp_path / "e" / "out.json"
+    assert main(["eval", "--model", str(weights), "--root", str(CAMVID), "--split", "val",
+                 "--limit", "2", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "Bicyclist" in table and "mean" in table
+    data = json.loads(out.read_text())
+    for key in ("miou", "pixel_acc", "mean_acc", "fwiou", "dice"):
+        assert 0 <= data[key] <= 1
+    assert set(data["iou"]) == {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
+                                "Fence", "Car", "Pedestrian", "Bicyclist"}
+    assert data["size"] == [360, 480] and data["images"] == 2
+
+
+def test_eval_multiscale_flip_runs(run, capsys):
+    weights = run[0] / "smoke" / "best.safetensors"
+    assert main(["eval", "--model", str(weights), "--root", str(CAMVID), "--limit", "1",
+                 "--scales", "0.75,1", "--flip"]) == 0
+    assert "scales 0.75,1  flip True" in capsys.readouterr().out
+
+
+def test_foreign_and_corrupt_weight_files(tmp_path):
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(CheckpointError, match="no rtseg metadata"):
+        load_weights(plain)
+    corrupt = tmp_path / "bad.safetensors"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_weights(corrupt)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_weights(tmp_path / "missing.safetensors")
+
+
+def test_training_state_cannot_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        load_state(path)
+
+
+def test_eval_unknown_model_is_one_line():
+    out = subprocess.run([sys.executable, "-m", "rtseg", "eval", "--model", "nosuchmodel",
+                          "--root", str(CAMVID)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "unknown model 'nosuchmodel'" in out.stderr
+
+
+def test_class_weights_reach_the_loss(tmp_path):
+    from rtseg.data import build_dataset
+    from rtseg.train import _build_loss
+
+    ds = build_dataset("folder", _subset(tmp_path / "data"), "train", ignore_index=11)
+    cfg = _cfg(tmp_path, 1)
+    cfg.class_weights = "enet"
+    loss = _build_loss(cfg, 11, 11, ds)
+    w = loss.base_loss.weight
+    assert w.shape == (11,) and torch.isfinite(w).all()
+    # ENet weighting 1/ln(1.02 + p): the most frequent class weighs least, an absent one 1/ln(1.02).
+    counts = torch.zeros(11)
+    for i in range(len(ds)):
+        counts += torch.bincount(torch.from_numpy(ds.load_raw(i)[1]).flatten().long(), minlength=12)[:11]
+    assert w.argmin() == counts.argmax()
+    assert w[counts == 0].allclose(torch.tensor(1 / math.log(1.02)))
