@@ -28,7 +28,8 @@ from rtseg.data import build_dataset, train_transform
 from rtseg.ema import ModelEMA
 from rtseg.errors import RtsegError
 from rtseg.evaluate import evaluate
-from rtseg.losses import DeepSupervisionLoss, build_loss, class_weights, count_pixels
+from rtseg.data.stats import class_weights, count_pixels
+from rtseg.losses import DeepSupervisionLoss, build_loss
 from rtseg.progress import Progress
 from rtseg.zoo import build_from_preset
 
@@ -67,6 +68,8 @@ class TrainConfig:
     threads: int | None = None                  # torch intra-op threads; None keeps the default
     channels_last: bool = True                  # 2x faster training on CPU for depthwise nets
     out: str = "runs"
+    init_from: str | None = None                # weights file: copy every tensor whose name and shape match
+    train_options: dict = field(default_factory=dict)  # architecture options used only in training
     iters_per_epoch: int | None = None          # cap (for smoke tests); None = whole dataset
     val_limit: int | None = None                # score only the first N val images (smoke tests)
 
@@ -94,6 +97,18 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         lr_mult = 1.0 if is_backbone else cfg.head_lr_mult
         out.append({"params": params, "lr_mult": lr_mult, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
     return out
+
+
+def _init_from(model: nn.Module, path: str) -> None:
+    """Warm start: copy the tensors of another rtseg weight file whose names and shapes match
+    (e.g. a trained backbone into a different head). Reports how much was taken."""
+    from rtseg.checkpoint import load_weights
+
+    state = load_weights(path)[0]
+    own = model.state_dict()
+    taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    print(f"init_from {path}: {len(taken)}/{len(own)} tensors copied")
 
 
 def _lr_at(cfg: TrainConfig, it: int, total: int, per_epoch: int) -> float:
@@ -132,7 +147,9 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     data_name = cfg.data or dcfg.name
     val_ds = build_dataset(data_name, cfg.root, cfg.val_split, **ds_kw)
     torch.manual_seed(cfg.seed)
-    model = build_from_preset(preset, dcfg.num_classes)
+    model = build_from_preset(preset, dcfg.num_classes, **cfg.train_options)
+    if cfg.init_from:
+        _init_from(model, cfg.init_from)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=mf)
     criterion = _build_loss(cfg, dcfg.num_classes, ignore, train_set(0))

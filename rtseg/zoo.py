@@ -39,9 +39,11 @@ def shipped_names() -> list[str]:
     return [p.name for p in presets() if is_shipped(p.weights)]
 
 
-def build_from_preset(preset: ModelPreset, num_classes: int, pretrained: bool | None = None) -> nn.Module:
-    """Builds the preset's architecture; ``pretrained`` overrides the preset's backbone setting."""
-    options = dict(preset.options)
+def build_from_preset(preset: ModelPreset, num_classes: int, pretrained: bool | None = None,
+                      **overrides) -> nn.Module:
+    """Builds the preset's architecture; ``pretrained`` and ``overrides`` replace preset options
+    (training may run at another output stride than inference: the weights are the same)."""
+    options = {**preset.options, **overrides}
     if pretrained is not None and "pretrained" in options:
         options["pretrained"] = pretrained
     return build(preset.arch, num_classes, **options)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from rtseg.losses import (LOSSES, CombinedLoss, CrossEntropy, DeepSupervisionLoss, FocalLoss,
-                          LovaszSoftmax, OhemCrossEntropy, SoftDiceLoss, build_loss,
-                          class_weights, count_pixels)
+                          LovaszSoftmax, OhemCrossEntropy, SoftDiceLoss, build_loss)
+from rtseg.data.stats import class_weights, count_pixels
 
 C, IGNORE = 4, 255
 OPTIONS = {"ohem": {"min_kept": 20}}   # small inputs: keep a handful of pixels, not 100k
