@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from rtseg.backends.base import Backend
+from rtseg.errors import RtsegError
 from rtseg.metrics import ConfusionMatrix
 from rtseg.progress import Progress
 
@@ -39,6 +40,14 @@ def predict_probs(backend: Backend, image_rgb: np.ndarray, size: tuple[int, int]
     base = size or backend.meta.input_size
     out_hw = image_rgb.shape[:2]
     tta = len(scales) > 1 or flip
+    if backend.meta.argmax_in_graph:
+        if tta:
+            raise RtsegError("test-time augmentation averages class scores, but this artifact outputs "
+                             "class ids (argmax in graph); export it without --argmax")
+        # One-hot scores of the ids upsampled by nearest neighbour: callers take argmax(0) either way.
+        ids = backend.infer(backend.preprocess(image_rgb, base)[None]).long()[:, None].float()
+        ids = F.interpolate(ids, size=out_hw, mode="nearest")[0, 0].long()
+        return F.one_hot(ids, backend.meta.num_classes).permute(2, 0, 1).float()
     total = None
     for s in scales:
         x = backend.preprocess(image_rgb, scaled_size(base, s))[None]

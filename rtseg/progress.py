@@ -71,3 +71,10 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def notice(message: str, stream: TextIO | None = None) -> None:
+    """One line for the user that is not progress: a fallback taken, an option adjusted."""
+    stream = stream or sys.stderr
+    stream.write(f"rtseg: {message}\n")
+    stream.flush()

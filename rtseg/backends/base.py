@@ -1,16 +1,23 @@
-"""The backend interface: normalized (N, 3, H, W) float32 batch in, logits out."""
+"""The backend interface: normalized (N, 3, H, W) float32 batch in, logits (or class ids) out."""
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
 
+from rtseg.errors import RtsegError
+
 
 @dataclass
 class ModelMeta:
-    """What a caller needs besides the network: how to feed it and how to draw its output."""
+    """What a caller needs besides the network: how to feed it and how to draw its output.
+
+    Exported artifacts embed this as JSON (ONNX ``metadata_props``, OpenVINO ``rt_info``, the
+    header of a TensorRT engine file), so a model file describes itself.
+    """
 
     name: str
     class_names: list[str]
@@ -20,11 +27,43 @@ class ModelMeta:
     input_size: tuple[int, int]   # (H, W) the model was trained/exported for
     ignore_index: int
     precision: str = "fp32"
-    argmax_in_graph: bool = False
+    argmax_in_graph: bool = False  # the artifact outputs uint8 class ids (N, H, W), not logits
+    source: str = ""              # the model an artifact was exported from (preset or weight file)
+    info: dict = field(default_factory=dict)  # export facts: cache key, INT8 gate, float nodes, ...
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "artifact") -> "ModelMeta":
+        """Parses :meth:`to_json` output; keys from a newer rtseg are ignored, missing ones fail."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError):
+            raise RtsegError(f"{where}: rtseg metadata is not valid JSON") from None
+        names = {f.name for f in fields(cls)}
+        try:
+            meta = cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as e:
+            raise RtsegError(f"{where}: incomplete rtseg metadata ({e})") from None
+        meta.input_size = (int(meta.input_size[0]), int(meta.input_size[1]))
+        return meta
+
+
+def normalize_image(image_rgb: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> normalized float32 (3, h, w) at ``size`` = (h, w)."""
+    import cv2
+
+    h, w = size
+    if image_rgb.shape[:2] != (h, w):
+        image_rgb = cv2.resize(image_rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    x = image_rgb.astype(np.float32) * (1.0 / 255.0)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 class Backend(ABC):
@@ -35,15 +74,18 @@ class Backend(ABC):
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> torch.Tensor:
-        """Logits (N, C, H, W) float32 for a normalized float32 batch (N, 3, H, W)."""
+        """Runs a normalized float32 batch (N, 3, H, W).
+
+        Returns:
+            Logits (N, C, H, W) float32 on the CPU, or, when ``meta.argmax_in_graph``, class ids
+            (N, H, W) uint8.
+        """
+
+    def predict_ids(self, batch: np.ndarray) -> torch.Tensor:
+        """Class ids (N, H, W) int64 for either kind of artifact."""
+        out = self.infer(batch)
+        return out.long() if self.meta.argmax_in_graph else out.argmax(1)
 
     def preprocess(self, image_rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """uint8 RGB (H, W, 3) -> normalized float32 (3, h, w) at ``size`` (default: model size)."""
-        import cv2
-
-        h, w = size or self.meta.input_size
-        if image_rgb.shape[:2] != (h, w):
-            image_rgb = cv2.resize(image_rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-        x = image_rgb.astype(np.float32) * (1.0 / 255.0)
-        x = (x - np.asarray(self.meta.mean, np.float32)) / np.asarray(self.meta.std, np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        return normalize_image(image_rgb, size or self.meta.input_size, self.meta.mean, self.meta.std)

@@ -1,0 +1,102 @@
+"""Cache keys of exported artifacts, and the file names derived from them.
+
+An artifact's key holds everything that changes the bytes (or the validity) of what is built: the
+model weights or input ONNX, precision, shape profile, calibration set, the versions of the tools
+that build and run it, the device it is built for and any flags. Its file name ends in the key's
+digest, so a different key can never find a file built for another one, and the full key is also
+stored inside the artifact (ONNX ``metadata_props``, OpenVINO ``rt_info``, engine header) so a
+file that was renamed or copied in by hand is checked, not trusted.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+CHUNK = 1 << 20
+RTSEG_DIR = Path(__file__).resolve().parents[1]
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Iterable[str | Path], extra: str = "") -> str:
+    """One digest over the names and bytes of ``paths`` (in the given order) and ``extra``."""
+    h = hashlib.sha256(extra.encode())
+    for p in paths:
+        h.update(Path(p).name.encode() + b"\0" + bytes.fromhex(sha256_file(p)))
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """Digest of the sources that shape an export: the models and the exporters themselves.
+
+    Weights alone do not pin the graph: editing an architecture's forward changes the ONNX while
+    the weight file stays the same, so the code is part of the key. Computed once per process, so
+    that it describes the code that is running, not files edited since.
+    """
+    files = sorted(p for sub in ("models", "export") for p in (RTSEG_DIR / sub).rglob("*.py"))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(RTSEG_DIR)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything an artifact depends on. Two builds with equal keys produce interchangeable files.
+
+    Attributes:
+        kind: what is built (``onnx``, ``onnx-int8``, ``onnx-int8-trt``, ``openvino``, ``engine``).
+        source: sha256 of the input: model weights (+ code) for ONNX, the input ONNX otherwise.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        shape: input shape or optimization profile, e.g. ``1x3x360x480``.
+        calib: sha256 of the calibration frames ("" without calibration).
+        runtime: versions of the tools that build the artifact (torch, onnx, TensorRT, ...).
+        device: GPU name for TensorRT engines ("" for portable artifacts).
+        capability: CUDA compute capability, e.g. ``8.9``.
+        flags: anything else that changes the result (``argmax``, ``dynamic``, ...).
+    """
+
+    kind: str
+    source: str
+    precision: str
+    shape: str
+    calib: str = ""
+    runtime: str = ""
+    device: str = ""
+    capability: str = ""
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+    def digest(self) -> str:
+        data = asdict(self)
+        data["flags"] = sorted(self.flags)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "flags": sorted(self.flags), "digest": self.digest()}
+
+
+def artifact_path(out_dir: str | Path, stem: str, key: CacheKey, size: tuple[int, int], suffix: str) -> Path:
+    """``<out_dir>/<stem>_<precision>_<H>x<W>[_dyn][_argmax]_<digest12><suffix>``.
+
+    The readable part says what the file is; the digest says exactly which build it is.
+    """
+    tags = [stem, key.precision + ("trt" if key.kind.endswith("-trt") else ""), f"{size[0]}x{size[1]}"]
+    tags += [f for f in ("dynamic", "argmax") if f in key.flags]
+    return Path(out_dir) / f"{'_'.join(tags)}_{key.digest()[:12]}{suffix}"
+
+
+def safe_stem(text: str) -> str:
+    """A file-name-safe stem from a preset name or a weight file path."""
+    stem = Path(text).stem if text.endswith(".safetensors") else text
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem) or "model"

@@ -1,0 +1,119 @@
+"""``rtseg run`` as a library call: options in, outputs written, summary out.
+
+Everything that can fail on user input (outputs, source, model, class names) is checked before
+the first frame, in that order, so a typo costs no model loading and a bad model costs no
+half-written files.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rtseg.backends.base import Backend
+from rtseg.pipeline.overlay import Renderer, Style, parse_ignore
+from rtseg.pipeline.runner import Pipeline
+from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
+from rtseg.pipeline.sources import Source, open_source
+from rtseg.progress import Progress
+
+DEFAULT_MODEL = "deeplabv3plus_camvid"
+
+
+@dataclass
+class RunOptions:
+    """Everything ``rtseg run`` accepts; see ``rtseg run --help`` for each field."""
+
+    source: str
+    model: str = DEFAULT_MODEL
+    device: str | None = None
+    output: str | None = None
+    save_masks: str | None = None
+    save_overlay: str | None = None
+    show: bool = False
+    json: str | None = None
+    max_frames: int | None = None
+    vid_stride: int = 1
+    reconnect: int = 0
+    alpha: float = 0.5
+    mode: str = "overlay"
+    ignore_class: str | None = None
+    size: tuple[int, int] | None = None
+    hud: bool = True
+    legend: bool = True
+    threads: int | None = None
+    quiet: bool = False
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+    except OSError as e:
+        raise SinkError(f"cannot write {path}: {e.strerror}") from None
+
+
+def run(opts: RunOptions, backend: Backend | None = None, source: Source | None = None) -> dict:
+    """Runs the pipeline described by ``opts``; returns the summary (see ``stats.Stats.summary``).
+
+    Args:
+        opts: the options.
+        backend: an already opened backend (benchmarks, tests); default ``open_backend(opts.model)``.
+        source: an already opened source (tests simulate cameras this way); default from ``opts.source``.
+
+    Raises:
+        RtsegError subclasses for bad input, and PipelineError when a stage fails.
+    """
+    style = Style(opts.mode, opts.alpha, hud=opts.hud, legend=opts.legend)
+    if opts.output:
+        check_video_path(Path(opts.output))
+    if opts.json:
+        check_writable(Path(opts.json))
+    if opts.show:
+        check_display()
+    sinks: list = [ImageDirSink(d, kind) for d, kind in ((opts.save_masks, "mask"), (opts.save_overlay, "overlay")) if d]
+
+    if source is None:
+        source = open_source(opts.source, opts.vid_stride, opts.max_frames, opts.reconnect)
+    threads = torch.get_num_threads()
+    progress = pipeline = None
+    try:
+        if backend is None:
+            from rtseg.backends import open_backend
+
+            backend = open_backend(opts.model, device=opts.device)
+        meta = backend.meta
+        renderer = Renderer(meta.colors, meta.class_names, style, parse_ignore(opts.ignore_class, meta.class_names))
+        video = VideoSink(opts.output, source.fps) if opts.output else None
+        if video is not None:
+            sinks.insert(0, video)
+        stop = threading.Event()
+        if opts.show:
+            # First, so the window shows a frame before the files are encoded: that is the
+            # capture-to-screen latency a viewer feels.
+            sinks.insert(0, DisplaySink(style, stop))
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        # Created last: its clock gives the rate and ETA, and model loading is not frame time.
+        progress = Progress(source.total, "run", "frame", enabled=not opts.quiet)
+        pipeline = Pipeline(source, backend, renderer, sinks, opts.size, progress, stop=stop)
+        summary = pipeline.run()
+    finally:
+        torch.set_num_threads(threads)
+        if pipeline is None:  # once started, the pipeline closes the source itself
+            source.close()
+        if progress is not None and progress.n:
+            progress.close()
+    size = opts.size or meta.input_size
+    summary.update({"source": source.description, "live": source.live, "source_fps": round(source.fps, 3),
+                    "model": meta.name, "runtime": backend.runtime, "precision": meta.precision,
+                    "size": [int(size[0]), int(size[1])], "codec": video.codec if video else None,
+                    "threads": opts.threads or threads})
+    if opts.json:
+        write_json(opts.json, {"summary": summary, "frames": pipeline.stats.records})
+    return summary

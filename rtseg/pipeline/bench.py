@@ -1,0 +1,189 @@
+"""``rtseg bench --pipeline``: what the threads buy, on one backend in one run.
+
+Three measurements on the same clip and the same loaded model, one after the other:
+
+1. *model only*: ``backend.infer`` on one preprocessed frame, repeated: the network alone.
+2. *naive loop*: read -> preprocess -> infer -> postprocess -> overlay -> write in one thread,
+   the way a first demo script is written.
+3. *pipeline*: ``rtseg run`` with the same output, five overlapping threads.
+
+Reported: FPS of each, the pipeline's end-to-end / model-only ratio, its speed-up over the naive
+loop, p50/p99 latency (from the decoded frame to the written one; the pipeline's includes queueing),
+and the cost of upsampling logits before the argmax vs resizing the argmax mask.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rtseg.pipeline import stages
+from rtseg.pipeline.app import RunOptions, run, write_json
+from rtseg.pipeline.overlay import Renderer, Style
+from rtseg.pipeline.sinks import VideoSink
+from rtseg.pipeline.sources import Frame, Source, SourceError, VideoFileSource, open_source
+from rtseg.pipeline.stats import Stats, percentiles
+from rtseg.progress import Progress, notice
+
+DEFAULT_CLIP = "../shared/data/video/highway_960x540_25fps.mp4"
+
+
+class ReplaySource(Source):
+    """A video file delivered at its own frame rate, like a camera: frame i exists at t0 + i / fps."""
+
+    live = True
+
+    def __init__(self, path: str, max_frames: int | None):
+        self.inner = VideoFileSource(path, 1, max_frames)
+        self.fps, self.description = self.inner.fps, f"{path} (replayed live)"
+        self.t0: float | None = None
+
+    def read(self, stop):
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+        item = self.inner.read(stop)
+        if item is not None:
+            wait = self.t0 + item[0] / self.fps - time.perf_counter()
+            if wait > 0 and stop.wait(wait):
+                return None
+        return item
+
+    def close(self):
+        self.inner.close()
+
+
+def _model_only(backend, tensor: np.ndarray, n: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        stages.infer(backend, tensor)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        stages.infer(backend, tensor)
+        times.append((time.perf_counter() - t) * 1000)
+    lat = percentiles(times)
+    return {"fps": round(1000 / lat["mean"], 3), "latency_ms": lat}
+
+
+def _naive(backend, source_path: str, frames: int, size, out: Path, quiet: bool) -> dict:
+    source = open_source(source_path, max_frames=frames)
+    sink = VideoSink(out, source.fps)
+    renderer = Renderer(backend.meta.colors, backend.meta.class_names, Style())
+    stats = Stats()
+    stats.start()
+    with Progress(source.total, "naive loop", "frame", enabled=not quiet) as bar:
+        try:
+            while (item := source.read(None)) is not None:
+                t0 = time.perf_counter()
+                frame = Frame(item[0], item[1], item[2], t_capture=t0)
+                logits = stages.infer(backend, stages.preprocess(backend, frame.image, size))
+                with torch.inference_mode():
+                    frame.mask = stages.to_mask(backend, logits, frame.image.shape[:2])
+                frame.view = renderer.render(frame.image, frame.mask, stats.hud_text())
+                sink.write(frame)
+                stats.add(frame.index, frame.name, {}, t0)
+                bar.update()
+        finally:
+            source.close()
+            sink.close(commit=False)  # the file is a by-product; only its cost matters
+    s = stats.summary()
+    return {"fps": s["fps"], "frames": s["frames"], "latency_ms": s["latency_ms"]}
+
+
+def _postprocess_cost(backend, tensor: np.ndarray, out_hw: tuple[int, int], n: int = 20) -> dict:
+    if backend.meta.argmax_in_graph:
+        return {}  # the artifact outputs ids: nearest resize is the only choice
+    logits = stages.infer(backend, tensor)
+    result = {}
+    with torch.inference_mode():
+        for name, fn in (("bilinear_logits_argmax", stages.logits_to_mask),
+                         ("argmax_nearest", stages.logits_to_mask_nearest)):
+            fn(logits, out_hw)
+            t = time.perf_counter()
+            for _ in range(n):
+                fn(logits, out_hw)
+            result[name] = round((time.perf_counter() - t) / n * 1000, 2)
+        # How often the cheap version disagrees: the pixels near class boundaries.
+        a = stages.logits_to_mask(logits, out_hw)
+        b = stages.logits_to_mask_nearest(logits, out_hw)
+        result["pixels_differing"] = round(float((a != b).mean()), 4)
+    return result
+
+
+def pipeline_benchmark(model: str | None = None, source: str = DEFAULT_CLIP, frames: int | None = None,
+                       size: tuple[int, int] | None = None, threads: int | None = None, warmup: int = 5,
+                       json_path: str | None = None, quiet: bool = False, device: str | None = None,
+                       backend=None) -> dict:
+    """Runs the three measurements; returns them as a dict (also written to ``json_path``)."""
+    from rtseg.backends import open_backend
+    from rtseg.pipeline.app import DEFAULT_MODEL
+
+    model = model or DEFAULT_MODEL
+    probe = open_source(source, max_frames=frames)  # fails early on a missing clip
+    if probe.live:
+        probe.close()
+        raise SourceError(f"bench --pipeline needs a video file, not a live source ({source})")
+    first = probe.read(None)[2]
+    total = probe.total
+    probe.close()
+    saved_threads = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        backend = backend or open_backend(model, device=device)
+        tensor = stages.preprocess(backend, first, size)
+        n = max(10, min(total or 50, 50))
+        if not quiet:
+            notice(f"model only: {warmup} warm-up + {n} runs")
+        model_only = _model_only(backend, tensor, n, warmup)
+        post = _postprocess_cost(backend, tensor, first.shape[:2])
+        with tempfile.TemporaryDirectory(prefix="rtseg-bench-") as tmp:
+            naive = _naive(backend, source, total, size, Path(tmp) / "naive.mp4", quiet)
+            piped = run(RunOptions(source=source, max_frames=total, output=str(Path(tmp) / "pipeline.mp4"),
+                                   size=size, quiet=quiet), backend=backend)
+            live = run(RunOptions(source=source, output=str(Path(tmp) / "live.mp4"), size=size, quiet=quiet),
+                       backend=backend, source=ReplaySource(source, total))
+    finally:
+        torch.set_num_threads(saved_threads)
+    used = size or backend.meta.input_size
+    result = {
+        "model": backend.meta.name, "runtime": backend.runtime, "precision": backend.meta.precision,
+        "size": [int(used[0]), int(used[1])], "source": source, "frames": piped["frames"],
+        "frame_size": [int(first.shape[0]), int(first.shape[1])], "threads": threads or saved_threads,
+        "model_only": model_only, "naive": naive,
+        "pipeline": {"fps": piped["fps"], "latency_ms": piped["latency_ms"], "stages_ms": piped["stages_ms"],
+                     "model_fps_in_pipeline": piped["model_fps"]},
+        "live": {"fps": live["fps"], "frames": live["frames"], "dropped": live["dropped"],
+                 "latency_ms": live["latency_ms"], "source_fps": live["source_fps"]},
+        "ratio_end_to_end_model_only": round(piped["fps"] / model_only["fps"], 3),
+        "speedup_over_naive": round(piped["fps"] / naive["fps"], 3) if naive["fps"] else 0.0,
+        "postprocess_ms": post,
+    }
+    if json_path:
+        write_json(json_path, result)
+    return result
+
+
+def format_benchmark(r: dict) -> str:
+    """The table ``rtseg bench --pipeline`` prints."""
+    rows = [("model only", r["model_only"], "backend.infer alone"),
+            ("naive loop", r["naive"], "read->infer->overlay->write, one thread"),
+            ("pipeline", r["pipeline"], "threads, every frame; latency includes the queued frames"),
+            ("live", r["live"], f"clip replayed at {r['live']['source_fps']:g} fps, newest frame only: "
+                                f"{r['live']['dropped']} of {r['live']['frames'] + r['live']['dropped']} dropped")]
+    h, w = r["frame_size"]
+    lines = [f"{r['model']} ({r['runtime']}, {r['precision']}) at {r['size'][0]}x{r['size'][1]}, "
+             f"{r['frames']} frames of {w}x{h} from {Path(r['source']).name}, {r['threads']} torch threads",
+             f"{'':<12}{'FPS':>8}{'p50 ms':>9}{'p99 ms':>9}  (latency: decoded frame to written frame)"]
+    for name, m, note in rows:
+        lines.append(f"{name:<12}{m['fps']:>8.2f}{m['latency_ms']['p50']:>9.1f}{m['latency_ms']['p99']:>9.1f}  {note}")
+    p = r["postprocess_ms"]
+    lines.append(f"end-to-end / model-only {r['ratio_end_to_end_model_only']:.2f}   "
+                 f"speed-up over naive {r['speedup_over_naive']:.2f}x")
+    if p:
+        lines.append(f"postprocess at {w}x{h}: upsample logits + argmax {p['bilinear_logits_argmax']:.1f} ms, "
+                     f"argmax + nearest resize {p['argmax_nearest']:.1f} ms "
+                     f"({100 * p['pixels_differing']:.1f}% of pixels differ)")
+    return "\n".join(lines)

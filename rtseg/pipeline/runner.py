@@ -1,0 +1,251 @@
+"""The threaded pipeline: capture -> preprocess -> inference -> postprocess/overlay -> sinks.
+
+One thread per stage, joined by bounded ``queue.Queue``s, so while the network runs on frame t the
+capture thread decodes t+2, preprocessing resizes t+1 and the sinks encode t-1; on two cores the
+end-to-end rate approaches the model-only rate instead of being their sum. OpenCV, numpy and
+torch release the GIL inside their kernels, which is what lets Python threads overlap here.
+
+Frame policy:
+    * files: the capture thread blocks on a full queue (back-pressure), so no frame is lost;
+    * live sources: the capture thread overwrites a one-slot buffer, keeping only the newest frame
+      and counting the ones it replaced; the preprocess thread does the same with the one-slot
+      queue in front of the model, so the network always starts on the freshest frame instead of
+      one that waited a whole inference behind the previous one. Every queue holds one frame:
+      latency stays near capture + one inference + postprocess + sink, never a backlog. The
+      price is preprocessing some frames that are then dropped (a few ms each).
+
+Shutdown: ``stop`` asks the capture thread to end; it sends ``SENTINEL`` downstream and every
+stage passes it on after the frames in flight, so the sinks finish a playable file (Ctrl+C, q,
+end of input). ``abort`` makes every stage leave at once (an exception in any stage, a second
+Ctrl+C). Every blocking queue operation has a timeout and rechecks ``abort``; nothing spins.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable
+
+import torch
+
+from rtseg.backends.base import Backend
+from rtseg.errors import RtsegError
+from rtseg.pipeline import stages
+from rtseg.pipeline.overlay import Renderer
+from rtseg.pipeline.sources import Frame, Source
+from rtseg.pipeline.stats import Stats
+from rtseg.progress import Progress
+
+SENTINEL = object()   # end of stream, passed from stage to stage
+POLL_S = 0.1          # how often a thread blocked on a queue rechecks `abort`
+JOIN_GRACE_S = 30.0   # after `abort`, how long the slowest call (one inference) may take to return
+
+
+class PipelineError(RtsegError):
+    """A stage failed; the message names the stage and the cause in one line."""
+
+
+class Pipeline:
+    """Runs ``source`` through ``backend`` into ``sinks`` on five threads.
+
+    Args:
+        source: an opened :class:`~rtseg.pipeline.sources.Source`.
+        backend: called from the inference thread only.
+        renderer: draws the overlay in the postprocess thread.
+        sinks: objects with ``write(frame)`` and ``close(commit)``, all driven by the sink thread.
+        size: inference (h, w); default the model's input size.
+        progress: updated by the sink thread once per frame.
+        queue_size: capacity of each queue for file sources (live sources always use 1).
+        stop: the event that ends the run gracefully; pass one to let a sink (the window's q key)
+            or another thread request it.
+    """
+
+    def __init__(self, source: Source, backend: Backend, renderer: Renderer, sinks: list,
+                 size: tuple[int, int] | None = None, progress: Progress | None = None,
+                 queue_size: int = 2, stop: threading.Event | None = None):
+        self.source, self.backend, self.renderer, self.sinks = source, backend, renderer, sinks
+        self.size = size
+        self.progress = progress
+        depth = 1 if source.live else queue_size
+        self.queues = [queue.Queue(maxsize=depth) for _ in range(4)]
+        self.stop = stop or threading.Event()
+        self.abort = threading.Event()
+        self.stats = Stats()
+        self.error: tuple[str, BaseException] | None = None
+        self._lock = threading.Lock()
+
+    # -- queue helpers -------------------------------------------------------------------------
+
+    def _get(self, q: queue.Queue):
+        """Next item, or SENTINEL once ``abort`` is set."""
+        while not self.abort.is_set():
+            try:
+                return q.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+        return SENTINEL
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        """Blocks while ``q`` is full (back-pressure); False if ``abort`` was set meanwhile."""
+        while not self.abort.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_newest(self, q: queue.Queue, frame: Frame, stage: str) -> bool:
+        """Live sources: replace the waiting frame, if any, and count it as dropped by ``stage``."""
+        while True:
+            try:
+                q.put_nowait(frame)
+                return True
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                    self.stats.drops[stage] += 1  # only this stage's thread writes its count
+                except queue.Empty:
+                    pass  # the consumer took it meanwhile; the slot is free now
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = (stage, exc)
+        self.stop.set()
+        self.abort.set()
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def _capture(self) -> None:
+        out = self.queues[0]
+        try:
+            while not self.stop.is_set():
+                t0 = time.perf_counter()
+                item = self.source.read(self.stop)
+                if item is None:
+                    break
+                t1 = time.perf_counter()
+                frame = Frame(item[0], item[1], item[2], t_capture=t1, times={"capture": (t1 - t0) * 1000})
+                if self.source.live:
+                    self._put_newest(out, frame, "capture")
+                elif not self._put(out, frame):
+                    break
+        except BaseException as e:  # noqa: BLE001 - any failure must stop the pipeline, not hang it
+            self._fail("capture", e)
+        finally:
+            self._put(out, SENTINEL)
+
+    def _stage(self, q_in: queue.Queue, q_out: queue.Queue, name: str, work: Callable[[Frame], None],
+               newest: bool = False) -> None:
+        try:
+            while (frame := self._get(q_in)) is not SENTINEL:
+                work(frame)
+                sent = self._put_newest(q_out, frame, name) if newest else self._put(q_out, frame)
+                if not sent:
+                    break
+        except BaseException as e:  # noqa: BLE001
+            self._fail(name, e)
+        finally:
+            self._put(q_out, SENTINEL)
+
+    @staticmethod
+    def _timed(frame: Frame, name: str, fn: Callable, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        frame.times[name] = (time.perf_counter() - t) * 1000
+        return out
+
+    def _preprocess(self, frame: Frame) -> None:
+        frame.tensor = self._timed(frame, "preprocess", stages.preprocess, self.backend, frame.image, self.size)
+
+    def _infer(self, frame: Frame) -> None:
+        frame.logits = self._timed(frame, "inference", stages.infer, self.backend, frame.tensor)
+        frame.tensor = None
+
+    def _postprocess(self, frame: Frame) -> None:
+        with torch.inference_mode():
+            frame.mask = self._timed(frame, "postprocess", stages.to_mask, self.backend, frame.logits,
+                                     frame.image.shape[:2])
+        frame.logits = None
+        frame.view = self._timed(frame, "overlay", self.renderer.render, frame.image, frame.mask,
+                                 self.stats.hud_text())
+
+    def _sink(self) -> None:
+        try:
+            while (frame := self._get(self.queues[3])) is not SENTINEL:
+                t = time.perf_counter()
+                for sink in self.sinks:
+                    sink.write(frame)
+                frame.times["sink"] = (time.perf_counter() - t) * 1000
+                rec = self.stats.add(frame.index, frame.name, frame.times, frame.t_capture)
+                if self.progress is not None:
+                    fields = {"latency": f"{rec['latency']:.0f}ms"}
+                    if self.source.live:
+                        fields["dropped"] = self.stats.dropped
+                    self.progress.update(1, **fields)
+        except BaseException as e:  # noqa: BLE001
+            self._fail("sink", e)
+        finally:
+            for sink in self.sinks:
+                try:
+                    # A failed run discards its partial files; a stopped one keeps them, finished.
+                    sink.close(commit=self.error is None)
+                except BaseException as e:  # noqa: BLE001
+                    self._fail("sink", e)
+
+    # -- driver ----------------------------------------------------------------------------------
+
+    def _join(self, threads: list[threading.Thread], timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in threads:
+            # Short timed joins keep the main thread responsive to Ctrl+C on every platform.
+            while t.is_alive() and (deadline is None or time.monotonic() < deadline):
+                t.join(POLL_S)
+
+    def run(self) -> dict:
+        """Runs to the end of the input, a stop request or an error; returns the summary.
+
+        Ctrl+C finishes the frames in flight and the outputs (a second one stops at once, still
+        finalizing the files written so far); the summary then says ``interrupted``.
+
+        Raises:
+            PipelineError: a stage failed (its partial outputs are deleted).
+        """
+        q = self.queues
+        threads = [threading.Thread(target=fn, args=args, name=f"rtseg-{name}", daemon=True)
+                   for name, fn, args in (
+                       ("capture", self._capture, ()),
+                       ("preprocess", self._stage, (q[0], q[1], "preprocess", self._preprocess, self.source.live)),
+                       ("inference", self._stage, (q[1], q[2], "inference", self._infer)),
+                       ("postprocess", self._stage, (q[2], q[3], "postprocess", self._postprocess)),
+                       ("sink", self._sink, ()))]
+        self.stats.start()
+        for t in threads:
+            t.start()
+        interrupted = False
+        try:
+            try:
+                self._join(threads)
+            except KeyboardInterrupt:
+                interrupted = True
+                self.stop.set()
+                try:
+                    self._join(threads)
+                except KeyboardInterrupt:
+                    self.abort.set()
+            if self.abort.is_set():
+                self._join(threads, JOIN_GRACE_S)
+        finally:
+            if not threads[0].is_alive():  # never release a capture device mid-read
+                self.source.close()
+        stuck = [t.name for t in threads if t.is_alive()]
+        if self.error is not None:
+            stage, exc = self.error
+            msg = str(exc) if isinstance(exc, RtsegError) else f"{type(exc).__name__}: {exc}"
+            raise PipelineError(f"{stage} stage: {msg.splitlines()[0] if msg else type(exc).__name__}") from exc
+        if stuck:
+            raise PipelineError(f"threads did not stop within {JOIN_GRACE_S:.0f} s: {', '.join(stuck)}")
+        summary = self.stats.summary()
+        summary["interrupted"] = interrupted
+        return summary

@@ -1,0 +1,292 @@
+"""Where rendered frames go: a video file, mask and overlay folders, a window.
+
+Every file is written under a temporary name in its destination folder and renamed when it is
+complete, so an interrupted or failed run never leaves a file that looks finished. Sinks run in
+the pipeline's sink thread only; the window is the one place that makes UI calls.
+
+H.264: the OpenCV wheels on PyPI ship an FFmpeg without an H.264 encoder (``avc1`` does not open),
+so browser-playable MP4 comes from piping raw frames to the ffmpeg binary of ``imageio-ffmpeg``
+(``pip install rtseg[video]``, libx264). Without it an OpenCV build that can write ``avc1`` is
+used, and otherwise MPEG-4 Part 2 (``mp4v``), which most browsers refuse, with a notice.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rtseg.errors import RtsegError
+from rtseg.pipeline.overlay import Style
+from rtseg.pipeline.sources import Frame, quiet_stderr
+from rtseg.progress import notice
+
+VIDEO_SUFFIXES = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}  # -> fallback fourcc
+
+
+class SinkError(RtsegError):
+    """An output cannot be created or written."""
+
+
+def temp_name(path: Path) -> Path:
+    """``dir/out.mp4`` -> ``dir/.out.incomplete.mp4``: hidden, clearly unfinished, same suffix (the
+    writers pick the container from it) and same folder (so the final rename is atomic)."""
+    return path.with_name(f".{path.stem}.incomplete{path.suffix}")
+
+
+def ensure_dir(path: Path, what: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SinkError(f"cannot create {what} folder {path}: {e.strerror}") from None
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """Creates and removes ``temp_name(path)`` so an unwritable output fails before any work."""
+    ensure_dir(path.parent, "output")
+    tmp = temp_name(path)
+    try:
+        tmp.open("wb").close()
+        tmp.unlink()
+    except OSError as e:
+        raise SinkError(f"cannot write {path}: {e.strerror}") from None
+
+
+def check_video_path(path: Path) -> None:
+    """A supported container that can be written; called before any work starts."""
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise SinkError(f"--output must end in {', '.join(VIDEO_SUFFIXES)}, got '{path.name}'")
+    check_writable(path)
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise SinkError(f"cannot write {path}: {e.strerror}") from None
+
+
+def ffmpeg_exe() -> str | None:
+    """The ffmpeg binary of ``imageio-ffmpeg`` (or ``IMAGEIO_FFMPEG_EXE``), if installed."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:
+        return None
+
+
+def _cv2_can_write(path: Path, fourcc: str) -> bool:
+    with quiet_stderr():
+        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25.0, (64, 64))
+        ok = w.isOpened()
+        w.release()
+    path.unlink(missing_ok=True)
+    return ok
+
+
+@functools.lru_cache(maxsize=None)
+def _fallback_notice(fourcc: str) -> None:
+    """Once per process and codec (a benchmark opens several writers)."""
+    notice(f"no H.264 encoder: writing video as {fourcc}, which browsers may not play; "
+           f"pip install imageio-ffmpeg (rtseg[video]) for H.264")
+
+
+class _FfmpegWriter:
+    """Raw BGR frames piped to ffmpeg/libx264: yuv420p and ``+faststart`` for browsers."""
+
+    def __init__(self, exe: str, path: Path, size: tuple[int, int], fps: float):
+        w, h = size
+        self.path = path
+        self.log = tempfile.TemporaryFile()
+        cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{fps:.6g}", "-i", "-",
+               "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+               # 4:2:0 needs even sides; odd ones get one padded pixel rather than a failed encode.
+               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart", str(path)]
+        # A new session keeps the terminal's Ctrl+C away from ffmpeg: the pipeline decides when
+        # the file ends, and ffmpeg dying first would lose the frames still in the queues.
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=self.log, start_new_session=True)
+
+    def _error(self) -> str:
+        self.log.seek(0)
+        lines = self.log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit code {self.proc.returncode}"
+
+    def write(self, image: np.ndarray) -> None:
+        try:
+            self.proc.stdin.write(memoryview(np.ascontiguousarray(image)).cast("B"))
+        except (BrokenPipeError, OSError):
+            self.proc.wait()
+            raise SinkError(f"ffmpeg stopped while writing {self.path}: {self._error()}") from None
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if self.proc.wait() != 0:
+            raise SinkError(f"ffmpeg failed to finish {self.path}: {self._error()}")
+        self.log.close()
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
+class _Cv2Writer:
+    def __init__(self, fourcc: str, path: Path, size: tuple[int, int], fps: float):
+        self.path = path
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if not self.writer.isOpened():
+            raise SinkError(f"OpenCV cannot open a {fourcc} writer for {path}")
+
+    def write(self, image: np.ndarray) -> None:
+        self.writer.write(image)
+
+    def close(self) -> None:
+        self.writer.release()
+
+    abort = close
+
+
+class VideoSink:
+    """``--output``: frames at the source's fps; the size of the first frame is kept throughout.
+
+    Args:
+        path: destination (.mp4, .mov, .mkv or .avi).
+        fps: frame rate written into the file.
+    """
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path = Path(path)
+        check_video_path(self.path)
+        self.fps = fps
+        self.tmp = temp_name(self.path)
+        self.exe = ffmpeg_exe()
+        self.fourcc = None
+        if self.exe is None:
+            if _cv2_can_write(self.tmp, "avc1"):
+                self.fourcc = "avc1"
+            else:
+                self.fourcc = VIDEO_SUFFIXES[self.path.suffix.lower()]
+                _fallback_notice(self.fourcc)
+        self.codec = "h264 (ffmpeg)" if self.exe else self.fourcc
+        self.writer = None
+        self.size: tuple[int, int] | None = None  # (w, h)
+
+    def write(self, frame: Frame) -> None:
+        image = frame.view
+        if self.writer is None:
+            self.size = (image.shape[1], image.shape[0])
+            self.writer = (_FfmpegWriter(self.exe, self.tmp, self.size, self.fps) if self.exe else
+                           _Cv2Writer(self.fourcc, self.tmp, self.size, self.fps))
+        if (image.shape[1], image.shape[0]) != self.size:
+            # Image folders of mixed sizes, or a mode switch to side-by-side in the window.
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+
+    def close(self, commit: bool) -> None:
+        if self.writer is None:
+            return
+        if not commit:
+            self.writer.abort()
+            self.tmp.unlink(missing_ok=True)
+            return
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
+class ImageDirSink:
+    """``--save-masks`` (single-channel PNG of class ids) or ``--save-overlay`` (JPEG, quality 95)."""
+
+    def __init__(self, directory: str | Path, kind: str):
+        self.dir = ensure_dir(Path(directory), "--save-masks" if kind == "mask" else "--save-overlay")
+        self.kind = kind
+
+    def write(self, frame: Frame) -> None:
+        if self.kind == "mask":
+            ok, data = cv2.imencode(".png", frame.mask)
+            name = f"{frame.name}.png"
+        else:
+            ok, data = cv2.imencode(".jpg", frame.view, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            name = f"{frame.name}.jpg"
+        if not ok:
+            raise SinkError(f"cannot encode {name}")
+        _atomic_bytes(self.dir / name, data.tobytes())
+
+    def close(self, commit: bool) -> None:
+        pass
+
+
+def check_display() -> None:
+    """Fails with one line where a window cannot open (headless OpenCV, no display server)."""
+    gui = next((ln.split(":", 1)[1].strip() for ln in cv2.getBuildInformation().splitlines()
+                if ln.strip().startswith("GUI:")), "")
+    if gui.upper() == "NONE":
+        raise SinkError("--show needs OpenCV with GUI support; this one is headless "
+                        "(pip install opencv-python instead of opencv-python-headless)")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise SinkError("--show needs a display (DISPLAY is not set)")
+
+
+def handle_key(key: int, style: Style, stop: threading.Event) -> bool:
+    """The window's keys: q/Esc stop, m next mode, +/- alpha; returns True for space (pause/resume)."""
+    if key in (ord("q"), 27):
+        stop.set()
+    elif key == ord("m"):
+        style.next_mode()
+    elif key in (ord("+"), ord("=")):
+        style.change_alpha(0.1)
+    elif key == ord("-"):
+        style.change_alpha(-0.1)
+    return key == ord(" ")
+
+
+class DisplaySink:
+    """``--show``: a window. Keys: q/Esc quit, space pause, m overlay/mask/side, +/- alpha.
+
+    Args:
+        style: the shared drawing style the keys change.
+        stop: set on q, Esc or a closed window; the pipeline then finishes what is in flight.
+    """
+
+    TITLE = "rtseg"
+
+    def __init__(self, style: Style, stop: threading.Event):
+        check_display()
+        self.style, self.stop = style, stop
+        self.opened = False
+
+    def _key(self, key: int) -> bool:
+        return handle_key(key, self.style, self.stop)
+
+    def write(self, frame: Frame) -> None:
+        if not self.opened:
+            cv2.namedWindow(self.TITLE, cv2.WINDOW_NORMAL)
+            self.opened = True
+        cv2.imshow(self.TITLE, frame.view)
+        if self._key(cv2.waitKey(1) & 0xFF):
+            # Paused: the sink thread blocks here, so back-pressure holds file sources where they
+            # are and live sources keep only their newest frame.
+            while not self.stop.is_set() and not self._key(cv2.waitKey(50) & 0xFF):
+                pass
+        if cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) < 1:
+            self.stop.set()
+
+    def close(self, commit: bool) -> None:
+        if self.opened:
+            cv2.destroyWindow(self.TITLE)

@@ -1,0 +1,279 @@
+"""Where frames come from: video files, image files and folders, webcams and network streams.
+
+Every source yields BGR uint8 frames (OpenCV's order; the preprocess stage converts to RGB once)
+with a stable name: the file stem for images, the zero-padded source frame index for videos, so
+that ``--save-masks`` files line up with the input.
+
+Files are *not live*: the pipeline must process every frame, so the capture thread blocks when the
+queues are full. Webcams and streams are *live*: frames arrive at the sensor's pace whether we keep
+up or not, so the capture thread only ever keeps the newest one (see ``runner.py``).
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rtseg.data.datasets import IMAGE_EXTS
+from rtseg.errors import RtsegError
+
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+DEFAULT_FPS = 25.0  # image sequences and cameras that report no rate
+# FFmpeg would otherwise wait ~30 s on a dead network peer; this keeps "never hang" true.
+STREAM_TIMEOUT_MS = 5000
+
+
+class SourceError(RtsegError):
+    """The input cannot be opened or read: missing, corrupt, empty, an absent camera, a lost stream."""
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silences file descriptor 2, where OpenCV and its FFmpeg log failed opens and probes on
+    their own; our one-line error says what went wrong. Only used before the pipeline's threads
+    start, so no other output can be swallowed."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@dataclass
+class Frame:
+    """One frame travelling through the pipeline; each stage fills in its part.
+
+    Attributes:
+        index: position in the source (source frame index for videos, so strides keep gaps).
+        name: output file stem.
+        image: BGR uint8 (H, W, 3) as captured.
+        t_capture: ``time.perf_counter()`` when the frame was read.
+        times: stage name -> milliseconds spent on this frame.
+    """
+
+    index: int
+    name: str
+    image: np.ndarray
+    t_capture: float
+    times: dict[str, float] = field(default_factory=dict)
+    tensor: np.ndarray | None = None      # (3, h, w) normalized float32
+    logits: object = None                 # torch (1, C, h, w)
+    mask: np.ndarray | None = None        # (H, W) uint8 class ids at the source resolution
+    view: np.ndarray | None = None        # BGR uint8 rendered overlay
+
+
+class Source:
+    """Base class. ``read(stop)`` returns ``(index, name, bgr)``, or ``None`` at the end of the input.
+
+    Attributes:
+        live: frames arrive in real time (keep the newest, count drops) rather than from a file.
+        fps: frame rate to write output video at.
+        total: number of frames that will be read, when known.
+        description: for messages and the JSON summary.
+    """
+
+    live = False
+    fps = DEFAULT_FPS
+    total: int | None = None
+    description = ""
+
+    def read(self, stop: threading.Event) -> tuple[int, str, np.ndarray] | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _count_limit(total: int | None, stride: int, max_frames: int | None) -> int | None:
+    n = None if total is None else (total + stride - 1) // stride
+    if max_frames is not None:
+        n = max_frames if n is None else min(n, max_frames)
+    return n
+
+
+class VideoFileSource(Source):
+    """A video file, every ``stride``-th frame, at most ``max_frames`` of them."""
+
+    def __init__(self, path: str, stride: int = 1, max_frames: int | None = None):
+        self.path, self.stride, self.max_frames = path, stride, max_frames
+        self.description = path
+        with quiet_stderr():
+            self.cap = cv2.VideoCapture(path)
+            ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
+        if not self.cap.isOpened():
+            raise SourceError(f"cannot open video {path} (corrupt or unsupported format)")
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
+        # The first frame was read above: a zero-frame or undecodable file must fail before the
+        # model is loaded, not as an empty output minutes later.
+        if not ok or first is None:
+            self.cap.release()
+            raise SourceError(f"no decodable frame in {path} (zero-frame or corrupt video)")
+        self._pending: np.ndarray | None = first
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.total = _count_limit(count if count > 0 else None, stride, max_frames)
+        self.size = first.shape[:2]
+        self._index = 0      # source index of the next frame returned
+        self._returned = 0
+
+    def read(self, stop):
+        if self.max_frames is not None and self._returned >= self.max_frames:
+            return None
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            # grab() demuxes and decodes without the colour conversion retrieve() does, so skipped
+            # frames of a stride cost less.
+            for _ in range(self.stride - 1):
+                if not self.cap.grab():
+                    return None
+                self._index += 1
+            ok, image = self.cap.read()
+            if not ok:
+                return None
+        index = self._index
+        self._index += 1
+        self._returned += 1
+        return index, f"{index:06d}", image
+
+    def close(self):
+        self.cap.release()
+
+
+class ImageSource(Source):
+    """A list of image files, named by stem (duplicate stems would overwrite each other's masks)."""
+
+    def __init__(self, files: list[Path], description: str, stride: int = 1, max_frames: int | None = None):
+        files = files[::stride][:max_frames]
+        seen: dict[str, Path] = {}
+        for f in files:
+            if f.stem in seen:
+                raise SourceError(f"two input images share the stem '{f.stem}' ({seen[f.stem]}, {f}); "
+                                  f"their outputs would overwrite each other")
+            seen[f.stem] = f
+        self.files, self.description, self.total = files, description, len(files)
+        self._i = 0
+
+    def read(self, stop):
+        if self._i >= len(self.files):
+            return None
+        path = self.files[self._i]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"cannot decode image (corrupt or unsupported format): {path}")
+        self._i += 1
+        return self._i - 1, path.stem, image
+
+
+class LiveSource(Source):
+    """A webcam or network stream; a failed read reopens it up to ``reconnect`` times.
+
+    Backoff doubles from 0.5 s up to 8 s between attempts, and waits on the stop event so that
+    Ctrl+C during a reconnect is immediate.
+    """
+
+    live = True
+
+    def __init__(self, target: int | str, reconnect: int = 0, max_frames: int | None = None):
+        self.target, self.reconnect, self.max_frames = target, reconnect, max_frames
+        self.total = max_frames
+        self.description = f"camera {target}" if isinstance(target, int) else _redact(target)
+        with quiet_stderr():
+            self.cap = self._open()
+        if self.cap is None:
+            what = "camera" if isinstance(target, int) else "stream"
+            raise SourceError(f"{what} {self.description} is not available (cannot open it)")
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
+        self.reconnects = 0
+        self._index = 0
+
+    def _open(self) -> cv2.VideoCapture | None:
+        if isinstance(self.target, int):
+            cap = cv2.VideoCapture(self.target)
+        else:
+            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
+        if cap.isOpened():
+            return cap
+        cap.release()
+        return None
+
+    def read(self, stop):
+        if self.max_frames is not None and self._index >= self.max_frames:
+            return None
+        ok, image = self.cap.read()
+        attempt = 0
+        while not ok:
+            if attempt >= self.reconnect:
+                raise SourceError(f"lost {self.description}" + (
+                    f" ({self.reconnect} reconnect attempts failed)" if self.reconnect else
+                    " (use --reconnect N to retry)"))
+            if stop.wait(min(0.5 * 2 ** attempt, 8.0)):
+                return None
+            attempt += 1
+            self.cap.release()
+            cap = self._open()
+            if cap is not None:
+                self.cap = cap
+                self.reconnects += 1
+                ok, image = self.cap.read()
+        self._index += 1
+        return self._index - 1, f"{self._index - 1:06d}", image
+
+    def close(self):
+        self.cap.release()
+
+
+def _redact(url: str) -> str:
+    """Stream URL without its password (rtsp://user:pass@host -> rtsp://user:***@host)."""
+    return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", url)
+
+
+def open_source(spec: str, stride: int = 1, max_frames: int | None = None, reconnect: int = 0) -> Source:
+    """Opens ``spec``: webcam index (``0``), stream URL, image file, folder or glob of images, video.
+
+    Raises:
+        SourceError: missing, unreadable or empty input, absent camera, unreachable stream.
+    """
+    if stride < 1:
+        raise SourceError(f"--vid-stride must be >= 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise SourceError(f"--max-frames must be >= 1, got {max_frames}")
+    if spec.isdigit():
+        return LiveSource(int(spec), reconnect, max_frames)
+    if spec.lower().startswith(LIVE_SCHEMES):
+        return LiveSource(spec, reconnect, max_frames)
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        if not files:
+            raise SourceError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {spec}")
+        return ImageSource(files, spec, stride, max_frames)
+    if glob.has_magic(spec):
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise SourceError(f"no images match {spec}")
+        return ImageSource(files, spec, stride, max_frames)
+    if not path.exists():
+        raise SourceError(f"source not found: {spec}")
+    if path.suffix.lower() in IMAGE_EXTS:
+        return ImageSource([path], spec, 1, max_frames)
+    return VideoFileSource(spec, stride, max_frames)
+
+
+__all__ = ["Frame", "Source", "SourceError", "VideoFileSource", "ImageSource", "LiveSource",
+           "open_source", "LIVE_SCHEMES", "DEFAULT_FPS"]

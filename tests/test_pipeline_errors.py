@@ -1,0 +1,117 @@
+"""Bad input gives one line and exit code 2, never a traceback, a hang or a finished-looking file."""
+import os
+import struct
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import CLIP
+
+from rtseg.cli import main
+from rtseg.errors import RtsegError
+from rtseg.pipeline import PipelineError, RunOptions, run
+
+
+def rtseg_run(capsys, *args):
+    """Runs ``rtseg run`` in-process; returns (exit code, stderr)."""
+    code = main(["run", "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def header_only(path):
+    """The highway clip cut after its ``moov`` box: opens, claims 221 frames, decodes none."""
+    data = CLIP.read_bytes()
+    pos = 0
+    while data[pos + 4:pos + 8] != b"mdat":
+        pos += struct.unpack(">I", data[pos:pos + 4])[0]
+    path.write_bytes(data[:pos + 16])
+    return path
+
+
+def bad_source(case, tmp_path):
+    if case == "missing":
+        return tmp_path / "nope.mp4"
+    if case == "not_a_video":
+        (tmp_path / "x.mp4").write_bytes(b"not a video" * 100)
+        return tmp_path / "x.mp4"
+    if case == "zero_frames":
+        return header_only(tmp_path / "empty.mp4")
+    if case == "empty_folder":
+        (tmp_path / "dir").mkdir()
+        return tmp_path / "dir"
+    return "9"  # a camera index no test machine has
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "source not found"),
+    ("not_a_video", "cannot open video"),
+    ("zero_frames", "no decodable frame"),
+    ("empty_folder", "no images"),
+    ("camera", "camera 9 is not available"),
+])
+def test_bad_sources(case, message, tmp_path, capsys):
+    code, err = rtseg_run(capsys, "--source", str(bad_source(case, tmp_path)), "--model", "nosuchmodel",
+                          "--output", str(tmp_path / "o" / "out.mp4"))
+    # The source is checked before the model: its error comes first.
+    assert code == 2 and err.startswith("rtseg run: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "o" / "out.mp4").exists()
+
+
+def test_unknown_model_and_class(fake_backend, capsys):
+    code, err = rtseg_run(capsys, "--source", str(CLIP), "--model", "nosuchmodel")
+    assert code == 2 and "unknown model 'nosuchmodel'" in err and "\n" not in err
+    with pytest.raises(RtsegError, match="unknown class 'Lava'. Valid: class0, class1"):
+        run(RunOptions(source=str(CLIP), ignore_class="class1,Lava", quiet=True), backend=fake_backend())
+
+
+@pytest.mark.parametrize("flag", ["--output", "--save-masks", "--save-overlay", "--json"])
+def test_unwritable_outputs_fail_before_the_model_loads(flag, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    target = blocker / ("out.mp4" if flag == "--output" else "x.json" if flag == "--json" else "dir")
+    code, err = rtseg_run(capsys, "--source", str(CLIP), "--model", "nosuchmodel", flag, str(target))
+    # The output error comes first, so a typo in a path costs no model loading.
+    assert code == 2 and "cannot" in err and str(blocker) in err and "nosuchmodel" not in err
+
+
+def test_unsupported_output_container(tmp_path, capsys):
+    code, err = rtseg_run(capsys, "--source", str(CLIP), "--output", str(tmp_path / "out.webm"))
+    assert code == 2 and "--output must end in .mp4" in err
+
+
+def test_show_without_a_display_is_an_error_not_a_window(tmp_path, capsys, monkeypatch):
+    if sys.platform != "linux":
+        pytest.skip("DISPLAY only decides whether a window can open on Linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, err = rtseg_run(capsys, "--source", str(CLIP), "--show")
+    assert code == 2 and "--show needs" in err
+
+
+def test_a_failing_stage_stops_everything_and_discards_partial_outputs(fake_backend, tmp_path):
+    out, js = tmp_path / "out.mp4", tmp_path / "s.json"
+    backend = fake_backend(fail_at=4)
+    with pytest.raises(PipelineError, match=r"^inference stage: RuntimeError: boom$"):
+        run(RunOptions(source=str(CLIP), output=str(out), json=str(js), quiet=True), backend=backend)
+    assert backend.calls == 4  # the capture thread stopped instead of reading the whole clip
+    assert os.listdir(tmp_path) == []  # neither the video, its temporary, nor the JSON
+
+
+def test_corrupt_image_in_a_folder(fake_backend, tmp_path):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    (src / "b.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(PipelineError, match="capture stage: cannot decode image.*b.png"):
+        run(RunOptions(source=str(src), output=str(tmp_path / "o.mp4"), quiet=True), backend=fake_backend())
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / ".o.incomplete.mp4").exists()
+
+
+def test_error_is_one_line_from_the_console_script(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "rtseg", "run", "--source", str(header_only(tmp_path / "e.mp4"))],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "no decodable frame" in out.stderr
