@@ -122,7 +122,11 @@ def test_ctrl_c_finalizes_a_playable_video(tiny_enet, tmp_path):
     out, masks = tmp_path / "out.mp4", tmp_path / "masks"
     proc = subprocess.Popen([sys.executable, "-m", "rtseg", "run", "--source", str(CLIP), "--model", str(tiny_enet),
                              "--size", "180x240", "--threads", "1", "--output", str(out), "--save-masks", str(masks)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A shell that starts the test suite in the background leaves SIGINT
+                            # ignored, and Python keeps an inherited "ignore"; a terminal user's
+                            # Ctrl+C reaches a process whose SIGINT is in its default state.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (masks.is_dir() and len(os.listdir(masks)) >= 5):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
