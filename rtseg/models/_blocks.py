@@ -50,6 +50,11 @@ class SeparableConv(nn.Sequential):
         )
 
 
+def conv_head(in_ch: int, mid_ch: int, num_classes: int, dropout: float = 0.1) -> nn.Sequential:
+    """3x3 ConvBNReLU -> dropout -> 1x1 classifier: PSPNet's head and the auxiliary heads."""
+    return nn.Sequential(ConvBNAct(in_ch, mid_ch, 3), nn.Dropout2d(dropout), nn.Conv2d(mid_ch, num_classes, 1))
+
+
 def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Bilinearly resizes ``x`` (N, C, h, w) to ``size`` (H, W); a no-op when already that size."""
     size = (int(size[0]), int(size[1]))

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from rtseg.models._aspp import ASPP
-from rtseg.models._blocks import ConvBNAct, init_weights, resize_to
+from rtseg.models._blocks import conv_head, init_weights, resize_to
 from rtseg.models.backbones import build_backbone
 
 # ASPP rates at output stride 16 (paper, Sec. 3.3); they scale inversely with the output stride
@@ -41,11 +41,7 @@ class DeepLabV3(nn.Module):
         rates = tuple(r * 16 // output_stride for r in _RATES_OS16)
         self.aspp = ASPP(c4, 256, rates=rates, separable=False, dropout=0.1)
         self.classifier = nn.Conv2d(self.aspp.out_channels, num_classes, 1)
-        self.aux_head = nn.Sequential(
-            ConvBNAct(c3, 256, 3),
-            nn.Dropout2d(0.1),
-            nn.Conv2d(256, num_classes, 1),
-        ) if aux else None
+        self.aux_head = conv_head(c3, 256, num_classes) if aux else None
         # The backbone initialises itself (or holds pretrained weights): only init the new layers.
         init_weights(self.aspp)
         init_weights(self.classifier)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rtseg.models._blocks import ConvBNAct, init_weights, resize_to
+from rtseg.models._blocks import conv_head, init_weights, resize_to
 from rtseg.models._ppm import PyramidPooling
 from rtseg.models.backbones import StagedBackbone, build_backbone
 from rtseg.models.backbones.resnet import resnet
@@ -47,16 +47,8 @@ class PSPNet(nn.Module):
         self.backbone = _build_backbone(backbone, output_stride, pretrained)
         c3, c4 = self.backbone.channels[3], self.backbone.channels[4]
         self.ppm = PyramidPooling(c4, c4 // 4, bins=(1, 2, 3, 6), mode="concat")
-        self.head = nn.Sequential(
-            ConvBNAct(self.ppm.out_channels, 512, 3),
-            nn.Dropout2d(0.1),
-            nn.Conv2d(512, num_classes, 1),
-        )
-        self.aux_head = nn.Sequential(
-            ConvBNAct(c3, 256, 3),
-            nn.Dropout2d(0.1),
-            nn.Conv2d(256, num_classes, 1),
-        ) if aux else None
+        self.head = conv_head(self.ppm.out_channels, 512, num_classes)
+        self.aux_head = conv_head(c3, 256, num_classes) if aux else None
         # The backbone initialises itself (or holds pretrained weights): only init the new layers.
         init_weights(self.ppm)
         init_weights(self.head)

@@ -33,6 +33,25 @@ class StagedBackbone(nn.Module):
         return feats
 
 
+def atrous_schedule(strides: list[int], output_stride: int, start_stride: int = 2) -> list[tuple[int, int]]:
+    """(stride, dilation) for each block, given its nominal stride, so features stop shrinking at
+    ``output_stride``.
+
+    A block that would downsample past ``output_stride`` keeps stride 1 and the current dilation;
+    the blocks after it use twice the dilation (DeepLab's atrous trick). ``start_stride`` is the
+    stride already applied before the first block (the stem's).
+    """
+    out, reached, dilation = [], start_stride, 1
+    for s in strides:
+        if s == 2 and reached >= output_stride:
+            out.append((1, dilation))  # keep the resolution; later blocks see a wider field instead
+            dilation *= 2
+        else:
+            reached *= s
+            out.append((s, dilation))
+    return out
+
+
 # name -> (module, factory, fixed keyword arguments); imported lazily like the model registry.
 _BACKBONES: dict[str, tuple[str, str, dict]] = {
     "mobilenetv2": ("rtseg.models.backbones.mobilenetv2", "mobilenetv2", {}),

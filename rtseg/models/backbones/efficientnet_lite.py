@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.backbones import PretrainedUnavailableError, StagedBackbone
+from rtseg.models.backbones import PretrainedUnavailableError, StagedBackbone, atrous_schedule
 
 # variant -> (width multiplier, depth multiplier)
 _SCALING = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2), 3: (1.2, 1.4), 4: (1.4, 1.8)}
@@ -127,18 +127,15 @@ class EfficientNetLite(StagedBackbone):
             cin = 32 if i == 0 else _round_filters(cin, width)
             rows.append((reps, k, s, e, cin, _round_filters(cout, width)))
         total = sum(r[0] for r in rows)
-        stride_so_far, dilation, idx = 2, 1, 0
+        idx = 0
         channels = [32, 0, 0, 0, 0]
+        nominal = [s if j == 0 else 1 for (reps, _, s, *_rest) in rows for j in range(reps)]
+        schedule = iter(atrous_schedule(nominal, output_stride))
         for (reps, k, s, e, cin, cout), stage in zip(rows, _STAGE_OF_ROW):
             for j in range(reps):
-                stride = s if j == 0 else 1
-                block_dilation = dilation
-                if stride == 2 and stride_so_far >= output_stride:
-                    stride, dilation = 1, dilation * 2
-                elif stride == 2:
-                    stride_so_far *= 2
+                stride, dilation = next(schedule)
                 stages[stage].append(MBConv(cin if j == 0 else cout, cout, k, stride, e,
-                                            block_dilation, drop_path * idx / total))
+                                            dilation, drop_path * idx / total))
                 idx += 1
             channels[stage] = cout
         self.stages = nn.ModuleList(nn.Sequential(*s) for s in stages)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from rtseg.models._blocks import ConvBNAct, init_weights
-from rtseg.models.backbones import PretrainedUnavailableError, StagedBackbone
+from rtseg.models.backbones import PretrainedUnavailableError, StagedBackbone, atrous_schedule
 
 # (expansion t, output channels c, repeats n, first stride s), Table 2 of the paper.
 _SETTINGS = [
@@ -66,19 +66,15 @@ class MobileNetV2(StagedBackbone):
             return max(8, int(c * width_mult + 4) // 8 * 8)
 
         stages: list[list[nn.Module]] = [[ConvBNAct(3, ch(32), 3, stride=2, act=nn.ReLU6)], [], [], [], []]
-        in_ch, stride_so_far, dilation = ch(32), 2, 1
+        in_ch = ch(32)
         channels = [0] * 5
+        nominal = [s if i == 0 else 1 for (_, _, n, s) in _SETTINGS for i in range(n)]
+        schedule = iter(atrous_schedule(nominal, output_stride))
         for (t, c, n, s), stage in zip(_SETTINGS, _STAGE_OF_ROW):
             out_ch = ch(c)
-            for i in range(n):
-                stride = s if i == 0 else 1
-                block_dilation = dilation
-                if stride == 2 and stride_so_far >= output_stride:
-                    # Keep the resolution; the rest of the stage sees a wider receptive field instead.
-                    stride, dilation = 1, dilation * 2
-                elif stride == 2:
-                    stride_so_far *= 2
-                stages[stage].append(InvertedResidual(in_ch, out_ch, stride, t, block_dilation))
+            for _ in range(n):
+                stride, dilation = next(schedule)
+                stages[stage].append(InvertedResidual(in_ch, out_ch, stride, t, dilation))
                 in_ch = out_ch
             channels[stage] = out_ch
         self.stages = nn.ModuleList(nn.Sequential(*s) for s in stages)
