@@ -75,7 +75,8 @@ def evaluate(backend: Backend, dataset, size: tuple[int, int] | None = None,
     with Progress(n, "eval", "img", enabled=progress) as bar:
         for i in range(n):
             image, mask = dataset.load_raw(i)
-            pred = predict_probs(backend, image, size, scales, flip).argmax(0)
+            # .max().indices is argmax (first maximum on ties) but several times faster on CPU.
+            pred = predict_probs(backend, image, size, scales, flip).max(0).indices
             cm.update(pred, torch.from_numpy(mask.astype(np.int64)))
             bar.update()
     return cm.compute()

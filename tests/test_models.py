@@ -64,3 +64,11 @@ def test_alternative_backbones(arch_name, backbone):
     model = build(arch_name, 3, backbone=backbone).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 70, 90)).shape == (1, 3, 70, 90)
+
+
+def test_logits_at_camvid_size(arch):
+    # The size every shipped model works at (360 is not a multiple of 32).
+    model = build(arch, 11).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 360, 480))
+    assert out.shape == (1, 11, 360, 480) and torch.isfinite(out).all()
