@@ -7,7 +7,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from rtseg.checkpoint import CheckpointError, load_weights
-from rtseg.config import DatasetConfig, ModelPreset, list_configs, load_dataset_config, load_preset
+from rtseg.config import DatasetConfig, ModelPreset, list_configs, load_preset
 from rtseg.models import build, check_name
 from rtseg.weights import is_shipped, weight_path
 
@@ -74,7 +74,3 @@ def load_model(spec: str) -> LoadedModel:
         raise CheckpointError(f"weights of '{spec}' do not fit {preset.arch} "
                               f"{preset.options}: {str(e).splitlines()[0]}") from None
     return LoadedModel(model.eval(), preset, dataset, info)
-
-
-def dataset_of(preset: ModelPreset) -> DatasetConfig:
-    return load_dataset_config(preset.dataset)
