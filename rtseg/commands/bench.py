@@ -1,31 +1,64 @@
-"""``rtseg bench``: speed measurements. Each mode is one flag of a required, exclusive group, so
-new modes (a models x backends x precisions sweep) add a flag and a handler, not a new command.
+"""``rtseg bench``: the FPS / mIoU trade-off of models, backends, precisions and sizes on this
+machine, in one run. ``--pipeline`` instead measures what the threaded pipeline buys on one model.
 
-Example:
+Examples:
+    rtseg bench                                   # shipped live models, CPU backends, fp32 + int8
+    rtseg bench --models enet_camvid,deeplabv3plus_camvid --backends onnxruntime,openvino \\
+        --precisions fp32,int8 --sizes 360x480,720x960 --out bench/
+    rtseg bench --device cuda --backends torch,tensorrt --precisions fp32,fp16,int8 --out bench-gpu/
     rtseg bench --pipeline --model deeplabv3plus_camvid --source clip.mp4 --frames 100 --json b.json
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rtseg.commands import size_arg
 
+DEFAULT_ROOT = "../shared/data/camvid"  # where a checkout of this project finds CamVid
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    return [size_arg(t) for t in _names(text)]
+
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="measure speed (--pipeline: threaded pipeline vs model-only vs naive loop)",
+    p = sub.add_parser("bench", help="FPS/mIoU trade-off sweep (or --pipeline: threads vs model-only)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--pipeline", action="store_true",
-                      help="end-to-end FPS and latency of `rtseg run` vs model-only and a naive loop")
-    p.add_argument("--model", help="shipped name or model file (default: deeplabv3plus_camvid)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for .engine files)")
-    p.add_argument("--source", default=None,
+    p.add_argument("--pipeline", action="store_true",
+                   help="end-to-end FPS and latency of `rtseg run` vs model-only and a naive loop (one model)")
+    s = p.add_argument_group("sweep")
+    s.add_argument("--models", type=_names, help="comma-separated names or files (default: the shipped live models)")
+    s.add_argument("--backends", type=_names, default=["torch", "onnxruntime", "openvino", "tensorrt"],
+                   help="comma-separated: torch, onnxruntime, openvino, tensorrt (default: all; missing ones "
+                        "are reported, not fatal)")
+    s.add_argument("--precisions", type=_names, default=["fp32", "int8"], help="fp32, fp16, int8 (default fp32,int8)")
+    s.add_argument("--sizes", type=_sizes, default=None, help="comma-separated HxW (default: each model's input size)")
+    s.add_argument("--data", default="camvid", help="labelled dataset for mIoU: camvid, cityscapes, folder")
+    s.add_argument("--root", help=f"its root (default {DEFAULT_ROOT} if present; 'none' skips mIoU)")
+    s.add_argument("--split", default="val")
+    s.add_argument("--limit", type=int, default=None, help="score the first N images (default: the whole split)")
+    s.add_argument("--video", help="clip for end-to-end FPS (default: the highway clip if present; 'none' skips)")
+    s.add_argument("--video-frames", type=int, default=60, help="frames of the clip to run (default 60)")
+    s.add_argument("--calib", help="INT8 calibration frames, folder or video (default: ROOT/train)")
+    s.add_argument("--calib-frames", type=int, default=32)
+    s.add_argument("--repeats", type=int, default=30, help="timed model-only runs (default 30, after 5 warm-up)")
+    s.add_argument("--engines", default="engines", help="artifact cache folder (default engines/)")
+    s.add_argument("--out", help="write results.csv, results.json and pareto.png (needs the 'plot' extra) here")
+    o = p.add_argument_group("--pipeline")
+    o.add_argument("--model", help="shipped name or model file (default: deeplabv3plus_camvid)")
+    o.add_argument("--source", default=None,
                    help="video file (default: ../shared/data/video/highway_960x540_25fps.mp4)")
-    p.add_argument("--frames", type=int, help="use the first N frames (default: the whole clip)")
-    p.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed model runs first")
-    p.add_argument("--json", metavar="FILE", help="write the results to this JSON file")
+    o.add_argument("--frames", type=int, help="use the first N frames (default: the whole clip)")
+    o.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
+    o.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    o.add_argument("--warmup", type=int, default=5, help="untimed model runs first")
+    o.add_argument("--json", metavar="FILE", help="write the results to this JSON file")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -37,4 +70,28 @@ def run(args: argparse.Namespace) -> int:
         result = pipeline_benchmark(args.model, args.source or DEFAULT_CLIP, args.frames, args.size,
                                     args.threads, args.warmup, args.json, args.quiet, args.device)
         print(format_benchmark(result))
-    return 0
+        return 0
+    from rtseg.tradeoff import default_options, machine_context, mark_pareto, format_table, sweep, write_outputs
+
+    opts = default_options(models=args.models, backends=args.backends, precisions=args.precisions,
+                           sizes=args.sizes, data=args.data, root=args.root, split=args.split, limit=args.limit,
+                           video=args.video, video_frames=args.video_frames, calib=args.calib,
+                           calib_frames=args.calib_frames, repeats=args.repeats, device=args.device or "cpu",
+                           engines_dir=args.engines, default_root=DEFAULT_ROOT, log=_log)
+    rows = mark_pareto(sweep(opts, log=_log if not args.quiet else _silent, progress=not args.quiet))
+    print(format_table(rows))
+    if args.out:
+        written = write_outputs(rows, args.out, machine_context(opts))
+        if "plot" not in written:
+            _log("pareto.png not written: matplotlib is missing (pip install 'rtseg[plot]')")
+        print("wrote " + ", ".join(written.values()))
+    # Non-zero only when nothing at all could be measured: a missing runtime is a row, not a failure.
+    return 0 if any(r.get("fps") is not None for r in rows) else 1
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _silent(_: str) -> None:
+    pass
