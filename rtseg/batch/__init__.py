@@ -1,0 +1,11 @@
+"""Offline inference for heavy models (``rtseg batch``): test-time augmentation and tiles over a
+backend (``tta``), fully-connected CRF refinement (``crf``), the resumable job writing masks,
+overlays and a summary (``runner``), and scoring of written masks (``score``)."""
+from rtseg.batch.crf import CRFParams, dense_crf
+from rtseg.batch.runner import BatchOptions, format_summary, run_batch
+from rtseg.batch.score import load_labels, score_masks
+from rtseg.batch.tta import TTAOptions, predict_scores, scores_to_probs, tile_windows
+from rtseg.pipeline.app import DEFAULT_MODEL
+
+__all__ = ["BatchOptions", "CRFParams", "DEFAULT_MODEL", "TTAOptions", "dense_crf", "format_summary",
+           "load_labels", "predict_scores", "run_batch", "score_masks", "scores_to_probs", "tile_windows"]

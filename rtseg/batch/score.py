@@ -1,0 +1,80 @@
+"""Scoring a folder of written masks against a labelled dataset (``rtseg batch --score-root``).
+
+The masks ``rtseg batch`` writes are the argmax of scores upsampled to the label resolution,
+which is what ``rtseg eval`` scores, so the mIoU of the masks of a whole split equals ``rtseg
+eval``'s for the same model and settings; this closes the loop for settings ``eval`` does not
+have (tiles, CRF).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rtseg.errors import RtsegError
+from rtseg.metrics import ConfusionMatrix
+
+
+def load_labels(data: str, root: str | Path, split: str, ignore_index: int):
+    """The labelled split to score against (built before any frame is processed, so a wrong
+    root fails at once).
+
+    Raises:
+        RtsegError: unknown dataset, missing folders, unpaired files.
+    """
+    from rtseg.config import load_dataset_config
+    from rtseg.data import build_dataset
+
+    kw: dict = {"ignore_index": ignore_index}
+    if data == "cityscapes":
+        kw["label_map"] = load_dataset_config("cityscapes").label_map
+    return build_dataset(data, root, split, **kw)
+
+
+def score_masks(mask_dir: str | Path, dataset, class_names: list[str], ignore_index: int) -> dict:
+    """mIoU and per-class IoU of ``mask_dir/<image stem>.png`` against the dataset's labels.
+
+    Images of the split without a mask are counted in ``missing`` and left out of the scores
+    (a ``--max-frames`` run scores the frames it wrote).
+
+    Args:
+        mask_dir: folder of single-channel class-id PNGs.
+        dataset: from :func:`load_labels` (anything with ``files`` pairs and a label ``lut``).
+        class_names: the model's classes (their count is C).
+        ignore_index: label value left unscored.
+
+    Raises:
+        RtsegError: unreadable files, size mismatch, no mask for any image.
+    """
+    from rtseg.data.datasets import DatasetError, read_mask
+
+    cm = ConfusionMatrix(len(class_names), ignore_index)
+    scored = missing = 0
+    for image_path, label_path in dataset.files:
+        pred_path = Path(mask_dir) / f"{image_path.stem}.png"
+        if not pred_path.is_file():
+            missing += 1
+            continue
+        pred = read_mask(pred_path)
+        label = dataset.lut[read_mask(label_path)]
+        if pred.shape != label.shape:
+            raise DatasetError(f"mask {pred_path} is {pred.shape[1]}x{pred.shape[0]} but the label "
+                               f"{label_path} is {label.shape[1]}x{label.shape[0]}")
+        if int(pred.max()) >= len(class_names):
+            raise DatasetError(f"mask {pred_path} holds class {int(pred.max())}; the model has "
+                               f"{len(class_names)} classes")
+        cm.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+        scored += 1
+    if not scored:
+        raise RtsegError(f"no mask in {mask_dir} matches an image of the scored split")
+    result = cm.compute()
+    clean = lambda v: None if math.isnan(v) else v  # noqa: E731  (JSON has no NaN)
+    return {"images": scored, "missing": missing,
+            "miou": clean(result["miou"]), "pixel_acc": clean(result["pixel_acc"]),
+            "mean_acc": clean(result["mean_acc"]),
+            "iou": {name: clean(v) for name, v in zip(class_names, result["iou"])}}
+
+
+__all__ = ["load_labels", "score_masks"]
