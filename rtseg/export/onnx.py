@@ -221,7 +221,10 @@ def verify(model: nn.Module, onnx_path: str | Path, sizes: list[tuple[int, int]]
         except Exception as e:  # noqa: BLE001 - ORT shape errors are plain exceptions
             what = "dynamic H/W refused" if dynamic else "exported graph fails"
             raise ExportError(f"{what}: ONNX Runtime fails at {hw[0]}x{hw[1]} ({_first_line(e)})") from None
-        if tol is not None and r["rel"] > tol:
+        # Logits may differ locally where a max-pool window holds two near-equal values and the
+        # runtimes pick different ones (ENet's unpooling then moves a value by a pixel); what must
+        # hold is the predicted class, so a logit deviation alone is not a failure.
+        if tol is not None and r["rel"] > tol and r["agreement"] < MIN_AGREEMENT:
             what = "dynamic H/W refused" if dynamic else "exported graph is wrong"
             raise ExportError(f"{what}: at {hw[0]}x{hw[1]} ONNX Runtime differs from torch by "
                               f"{r['max_abs']:.3g} ({100 * r['rel']:.2g} % of the logit range)")
