@@ -119,6 +119,11 @@ class _FfmpegWriter:
         # the file ends, and ffmpeg dying first would lose the frames still in the queues.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=self.log, start_new_session=True)
+        if hasattr(os, "setpriority"):  # the encoder, like the other stages, yields to inference
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, 10)
+            except OSError:
+                pass
 
     def _error(self) -> str:
         self.log.seek(0)
