@@ -205,7 +205,8 @@ def measure(combo: Combo, opts: SweepOptions, log: Callable[[str], None] = lambd
         row["status"], row["reason"] = EXPORT_FAILED, str(e)
         return row
     row["artifact"] = spec
-    row["artifact_mb"] = round(artifact_bytes(spec) / 2**20, 2) if artifact_bytes(spec) else None
+    size = artifact_bytes(spec)
+    row["artifact_mb"] = round(size / 2**20, 2) if size else None
     try:
         log(f"{combo.label}: model-only latency")
         t = time_backend(backend, combo.size, opts.warmup, opts.repeats)
