@@ -11,16 +11,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rtseg.backends.base import Backend
-from rtseg.errors import RtsegError
 from rtseg.metrics import ConfusionMatrix
 from rtseg.progress import Progress
-
-
-def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    return max(8, int(round(size[0] * scale))), max(8, int(round(size[1] * scale)))
+from rtseg.tta import TTAOptions, predict_scores
 
 
 def predict_probs(backend: Backend, image_rgb: np.ndarray, size: tuple[int, int] | None = None,
@@ -28,7 +23,8 @@ def predict_probs(backend: Backend, image_rgb: np.ndarray, size: tuple[int, int]
     """Class scores (C, H, W) at the image's own resolution.
 
     A single scale without flip returns raw logits (the argmax is the same, and nothing is spent
-    on a softmax); with test-time augmentation it returns averaged softmax probabilities.
+    on a softmax); with test-time augmentation it returns summed softmax probabilities; an
+    artifact with the argmax in its graph gives one-hot ids. See :mod:`rtseg.tta`.
 
     Args:
         backend: the model.
@@ -37,29 +33,7 @@ def predict_probs(backend: Backend, image_rgb: np.ndarray, size: tuple[int, int]
         scales: multipliers of ``size``.
         flip: also run the horizontally flipped image.
     """
-    base = size or backend.meta.input_size
-    out_hw = image_rgb.shape[:2]
-    tta = len(scales) > 1 or flip
-    if backend.meta.argmax_in_graph:
-        if tta:
-            raise RtsegError("test-time augmentation averages class scores, but this artifact outputs "
-                             "class ids (argmax in graph); export it without --argmax")
-        # One-hot scores of the ids upsampled by nearest neighbour: callers take argmax(0) either way.
-        ids = backend.infer(backend.preprocess(image_rgb, base)[None]).long()[:, None].float()
-        ids = F.interpolate(ids, size=out_hw, mode="nearest")[0, 0].long()
-        return F.one_hot(ids, backend.meta.num_classes).permute(2, 0, 1).float()
-    total = None
-    for s in scales:
-        x = backend.preprocess(image_rgb, scaled_size(base, s))[None]
-        batch = np.concatenate([x, x[..., ::-1]]) if flip else x
-        logits = backend.infer(np.ascontiguousarray(batch))
-        logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
-        if not tta:
-            return logits[0]
-        probs = logits.softmax(1)
-        p = probs[0] + probs[1].flip(-1) if flip else probs[0]
-        total = p if total is None else total + p
-    return total
+    return predict_scores(backend, [image_rgb], TTAOptions(size, tuple(scales), flip), batch_size=1)[0]
 
 
 def evaluate(backend: Backend, dataset, size: tuple[int, int] | None = None,

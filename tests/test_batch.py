@@ -12,7 +12,7 @@ import rtseg.cli
 from rtseg.backends import open_backend
 from rtseg.batch import BatchOptions, CRFParams, TTAOptions, dense_crf, predict_scores, run_batch, scores_to_probs
 from rtseg.batch.crf import Permutohedral
-from rtseg.batch.tta import coverage, tile_windows
+from rtseg.tta import coverage, tile_windows
 from rtseg.data import build_dataset
 from rtseg.data.datasets import read_image_rgb
 from rtseg.errors import RtsegError

@@ -4,7 +4,7 @@ overlays and a summary (``runner``), and scoring of written masks (``score``).""
 from rtseg.batch.crf import CRFParams, dense_crf
 from rtseg.batch.runner import BatchOptions, format_summary, run_batch
 from rtseg.batch.score import load_labels, score_masks
-from rtseg.batch.tta import TTAOptions, predict_scores, scores_to_probs, tile_windows
+from rtseg.tta import TTAOptions, predict_scores, scores_to_probs, tile_windows
 from rtseg.pipeline.app import DEFAULT_MODEL
 
 __all__ = ["BatchOptions", "CRFParams", "DEFAULT_MODEL", "TTAOptions", "dense_crf", "format_summary",

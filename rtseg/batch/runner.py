@@ -30,7 +30,7 @@ import torch
 
 from rtseg.backends.base import Backend
 from rtseg.batch.crf import CRFParams, dense_crf
-from rtseg.batch.tta import TTAOptions, predict_scores, scores_to_probs
+from rtseg.tta import TTAOptions, predict_scores, scores_to_probs
 from rtseg.errors import RtsegError
 from rtseg.pipeline.app import DEFAULT_MODEL, write_json
 from rtseg.pipeline.overlay import Renderer, Style

@@ -1,12 +1,12 @@
 """Test-time augmentation (multi-scale + horizontal flip) and sliding-window tiles over a
 :class:`~rtseg.backends.base.Backend`, for several same-sized images per backend call.
 
-The math is :func:`rtseg.evaluate.predict_probs` batched: at every scale each image is resized to
-``scaled_size(base, s)``, run together with its mirror image, its logits are upsampled
-(bilinear) to the image's own resolution, and the softmax probabilities of every view are
-summed. The operations and their order are the same, so for the same settings the class of
-every pixel is the one ``rtseg eval --scales --flip`` scores (``tests/test_batch.py`` checks
-this pixel by pixel).
+The one implementation of class scores at an image's own resolution, shared by ``rtseg eval``
+(:func:`rtseg.evaluate.predict_probs`, one image a call) and ``rtseg batch`` (batches, tiles): at
+every scale each image is resized to ``scaled_size(base, s)``, run together with its mirror
+image, its logits are upsampled (bilinear) to the image's own resolution, and the softmax
+probabilities of every view are summed. So the masks of a batch run score what ``rtseg eval
+--scales --flip`` scores (``tests/test_batch.py`` checks this pixel by pixel).
 
 Tiles: where the (scaled) image is larger than the tile, a window of the tile size slides over it
 with the given overlap; the last window of a row or column is moved inward so that every window
@@ -26,7 +26,10 @@ import torch.nn.functional as F
 
 from rtseg.backends.base import Backend
 from rtseg.errors import RtsegError
-from rtseg.evaluate import scaled_size
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(8, int(round(size[0] * scale))), max(8, int(round(size[1] * scale)))
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def predict_scores(backend: Backend, images_rgb: Sequence[np.ndarray], opts: TTA
                    batch_size: int | None = None) -> torch.Tensor:
     """Class scores (N, C, H, W) of same-sized images at their own resolution.
 
-    Per image the values are those of :func:`rtseg.evaluate.predict_probs`: logits for a single
+    Per image: logits for a single
     scale without flip or tiles, otherwise the *sum* of the softmax probabilities of the
     ``opts.views`` views (see :func:`scores_to_probs`); one-hot ids for an artifact with the
     argmax in its graph.
@@ -209,4 +212,4 @@ def _ids(backend: Backend, images_rgb, base, out_hw, bs: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-__all__ = ["TTAOptions", "coverage", "predict_scores", "scores_to_probs", "tile_starts", "tile_windows"]
+__all__ = ["TTAOptions", "coverage", "predict_scores", "scaled_size", "scores_to_probs", "tile_starts", "tile_windows"]
