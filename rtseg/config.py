@@ -137,8 +137,13 @@ class ModelPreset:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     weights: str | None = None
     description: str = ""
+    # Where `rtseg run --backend auto` runs it on a CPU: torch, or a runtime it is exported to once.
+    # Set from `rtseg bench` measurements, per architecture (OpenVINO is slower for some ops).
+    cpu_runtime: str = "torch"
 
     def __post_init__(self):
+        if self.cpu_runtime not in ("torch", "onnxruntime", "openvino"):
+            raise ValueError(f"cpu_runtime must be torch, onnxruntime or openvino, got '{self.cpu_runtime}'")
         if len(self.input_size) != 2 or min(self.input_size) < 8:
             raise ValueError(f"input_size must be [H, W] >= 8, got {self.input_size}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

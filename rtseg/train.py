@@ -67,10 +67,13 @@ class TrainConfig:
     workers: int = 1
     threads: int | None = None                  # torch intra-op threads; None keeps the default
     channels_last: bool = True                  # 2x faster training on CPU for depthwise nets
+    amp: str | None = None                      # None | bf16: CPU autocast, ~1.5x faster on AVX512-BF16 CPUs
+    grad_clip: float | None = None              # max global gradient norm; None = no clipping
     out: str = "runs"
     init_from: str | None = None                # weights file: copy every tensor whose name and shape match
     train_options: dict = field(default_factory=dict)  # architecture options used only in training
     iters_per_epoch: int | None = None          # cap (for smoke tests); None = whole dataset
+    stop_after: int | None = None               # end this run after that epoch; the lr schedule still spans `epochs`
     val_limit: int | None = None                # score only the first N val images (smoke tests)
 
 
@@ -128,10 +131,37 @@ def _build_loss(cfg: TrainConfig, num_classes: int, ignore: int, train_ds) -> nn
     return DeepSupervisionLoss(loss, cfg.aux_weights)
 
 
+def _as_float(out):
+    """FP32 copy of a model's training output: one tensor or a tuple of them (main + auxiliary)."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(t.float() for t in out)
+    return out.float()
+
+
+def _first_non_finite(model: nn.Module) -> str | None:
+    """Name of the first weight or BatchNorm statistic that is inf or NaN, or None.
+
+    A diverging channel can blow up to inf in a BN ``running_var`` while the loss stays finite
+    (eval divides by sqrt(inf) and the channel goes silent), and the EMA then turns it into NaN
+    and the whole averaged model into garbage. Checking once per epoch stops the run there
+    instead of saving "best" weights that predict one class.
+    """
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            return name
+    return None
+
+
 def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     """Trains (or resumes) the run described by ``cfg``; returns the best validation result."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.stop_after is not None and cfg.stop_after < 1:
+        raise TrainError(f"stop_after must be an epoch number >= 1, got {cfg.stop_after}")
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:
+        raise TrainError(f"grad_clip must be a positive number, got {cfg.grad_clip}")
+    if cfg.amp not in (None, "bf16"):
+        raise TrainError(f"amp must be bf16 or empty, got '{cfg.amp}'")
     preset = load_preset(cfg.preset)
     dcfg = load_dataset_config(preset.dataset)
     ignore = dcfg.ignore_index
@@ -180,13 +210,15 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     total = per_epoch * cfg.epochs
     meta = ModelMeta(preset.name, dcfg.class_names, dcfg.colors, preset.mean, preset.std,
                      tuple(preset.input_size), ignore)
-    bar = Progress(total - state["epoch"] * per_epoch, f"train {cfg.name}", "it", enabled=progress)
-    for epoch in range(state["epoch"], cfg.epochs):
+    # stop_after: a run cut short on purpose (a staged recipe) keeps the long run's lr curve.
+    last_epoch = min(cfg.epochs, cfg.stop_after or cfg.epochs)
+    bar = Progress(max(last_epoch - state["epoch"], 0) * per_epoch, f"train {cfg.name}", "it", enabled=progress)
+    for epoch in range(state["epoch"], last_epoch):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # shuffling and worker seeds of this epoch
         loader = DataLoader(train_set(epoch), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                             num_workers=cfg.workers, persistent_workers=False)
         model.train()
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        t0, seen, loss_sum, grad_max, skipped = time.perf_counter(), 0, 0.0, 0.0, 0
         for i, (x, y) in enumerate(loader):
             if i >= per_epoch:
                 break
@@ -194,12 +226,26 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
             lr = _lr_at(cfg, it, total, per_epoch)
             for g in opt.param_groups:
                 g["lr"] = lr * g["lr_mult"]
-            loss = criterion(model(x.to(memory_format=mf)), y)
+            # Weights, gradients and the optimizer stay FP32; only the forward's matmuls and convs
+            # run in bfloat16. The loss is computed in FP32 (log-softmax over bf16 loses too much).
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+                out = model(x.to(memory_format=mf))
+            loss = criterion(_as_float(out), y)
             if not torch.isfinite(loss):
                 raise TrainError(f"loss became {loss.item()} at epoch {epoch + 1} iteration {i}; "
                                  f"lower lr (now {lr:.3g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                # A single huge gradient (a channel whose batch variance collapses) is what
+                # sends a depthwise filter to 1e28; clipping the global norm keeps the step bounded.
+                norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                grad_max = max(grad_max, norm)
+                if not math.isfinite(norm):
+                    # The norm overflowed (or a gradient is inf/NaN): clipping would scale by 0 and
+                    # turn inf into NaN. Skip the step, as mixed-precision loss scalers do.
+                    skipped += 1
+                    opt.zero_grad(set_to_none=True)
             opt.step()
             if ema is not None:
                 ema.update(model)
@@ -209,7 +255,14 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
                        img_s=seen / (time.perf_counter() - t0))
         state["elapsed"] += time.perf_counter() - t0
         record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "seconds": time.perf_counter() - t0}
-        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+        if cfg.grad_clip:
+            record["grad_norm_max"] = grad_max  # before clipping: how often the clip actually bites
+            record["skipped_steps"] = skipped
+        bad = _first_non_finite(model) or (_first_non_finite(ema.module) if ema is not None else None)
+        if bad:
+            raise TrainError(f"{bad} became inf/NaN during epoch {epoch + 1}; lower lr (now {lr:.3g}), "
+                             f"set grad_clip, or train without amp. last.pt still holds epoch {state['epoch']}")
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch:
             eval_model = (ema.module if ema is not None else model).eval()
             result = evaluate(TorchBackend(eval_model, meta), val_ds, limit=cfg.val_limit, progress=False)
             record["val_miou"] = result["miou"]

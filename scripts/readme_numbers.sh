@@ -22,3 +22,15 @@ rtseg bench --pipeline --source "$DATA/video/highway_960x540_25fps.mp4" --json "
 
 # 3. The FPS / mIoU trade-off: shipped live models x CPU backends x precisions (table, CSV, JSON, plot).
 rtseg bench --root "$DATA/camvid" --video "$DATA/video/highway_960x540_25fps.mp4" --out "$OUT/bench" --quiet
+
+# 4. Does argmax inside the exported graph pay? Default model, INT8, with and without (model-only,
+#    200 timed frames each; the logits rows include the host-side argmax).
+python -m rtseg.export.bench_backends --model deeplabv3plus_camvid --size 360x480 \
+  --runs onnxruntime:int8,onnxruntime:int8:argmax,openvino:int8,openvino:int8:argmax \
+  --calib "$DATA/camvid/train" --val-root "$DATA/camvid" --repeats 200 --json "$OUT/argmax.json"
+
+# 5. The live INT8 path a user runs: calibrate on the clip itself, every frame, H.264 output
+#    (run in its own folder so that the export lands in a fresh engines/).
+CLIP=$(realpath "$DATA/video/highway_960x540_25fps.mp4")
+mkdir -p "$OUT/run_int8"
+(cd "$OUT/run_int8" && rtseg run --source "$CLIP" --precision int8 --calib "$CLIP" --output o.mp4 --json stats.json)

@@ -7,10 +7,11 @@ import torch
 
 from export_helpers import CAMVID, VIDEO, camvid_subset, trained_enet
 from rtseg.backends import open_backend
+from rtseg.backends.base import Backend, ModelMeta
 from rtseg.export import ExportRequest, export
 from rtseg.export.api import Exporter
 from rtseg.export.frames import labelled_pairs, load_frames, load_labelled, spread
-from rtseg.export.gate import GateRefused
+from rtseg.export.gate import GateRefused, run_gate
 from rtseg.export.quantize import nonzero_zero_points
 
 SIZE = (96, 128)
@@ -114,14 +115,48 @@ def test_gate_refuses_over_budget_and_force_records_the_drop(enet_weights, calib
     assert info["forced"] and not info["int8_gate"]["passed"] and info["int8_gate"]["drop"] > -1.0
 
 
-def test_video_calibration_gates_against_fp32_pseudo_labels(enet_weights, tmp_path):
+def test_video_calibration_gates_against_fp32_soft_labels(enet_weights, tmp_path):
     shown = []
     result = export(ExportRequest(str(enet_weights), "onnx", "int8", SIZE, calib=str(VIDEO), calib_frames=6,
                                   gate_frames=3, max_drop=100.0, out_dir=str(tmp_path)), show=shown.append)
-    assert "pseudo-labels" in shown[0]
+    assert "soft labels" in shown[0] and "same class on" in shown[0]
     gate = open_backend(str(result.path)).meta.info["int8_gate"]
-    assert gate["reference"] == "fp32-pseudo-labels" and gate["frames"] == 3
-    assert all(v in (1.0, None) for v in gate["iou_fp32"])  # FP32 against itself
+    assert gate["reference"] == "fp32-soft-labels" and gate["frames"] == 3
+    assert 0.0 < gate["pixel_agreement"] <= 1.0
+    assert all(v is None or 0.0 <= v <= 1.0 for v in gate["iou_fp32"] + gate["iou_int8"])
+
+
+class _Fixed(Backend):
+    """Returns the same logits for any frame."""
+
+    runtime = "fixed"
+
+    def __init__(self, logits):
+        self.logits = torch.as_tensor(logits, dtype=torch.float32)[None]
+        c, h, w = self.logits.shape[1:]
+        self.meta = ModelMeta("fixed", [f"c{i}" for i in range(c)], [[0, 0, 0]] * c, [0.0] * 3, [1.0] * 3,
+                              (h, w), 255)
+
+    def infer(self, batch):
+        return self.logits
+
+
+def test_unlabelled_gate_ignores_flips_where_fp32_hesitates():
+    """8x9 frame: columns 0-3 surely class 0, 4-8 surely class 1 except column 4, a coin toss.
+    INT8 flipping the coin-toss column loses nothing (hard FP32 pseudo-labels called it a 20-point
+    drop); flipping a column FP32 is sure of is a real loss."""
+    fp32 = np.zeros((2, 8, 9), np.float32)
+    fp32[0, :, :4], fp32[1, :, 5:] = 10.0, 10.0
+    fp32[1, :, 4] = 0.01                      # column 4: p = (0.4975, 0.5025), argmax class 1
+    hesitant, sure = fp32.copy(), fp32.copy()
+    hesitant[0, :, 4] = 1.0                   # INT8 says class 0 on the coin-toss column
+    sure[1, :, 0] = 20.0                      # INT8 says class 1 on a column FP32 is sure is class 0
+    frames = [(np.zeros((8, 9, 3), np.uint8), None)] * 2
+    a = run_gate(_Fixed(hesitant), _Fixed(fp32), frames, progress=False)
+    b = run_gate(_Fixed(sure), _Fixed(fp32), frames, progress=False)
+    assert a.reference == "fp32-soft-labels" and a.pixel_agreement == pytest.approx(64 / 72)
+    assert abs(a.drop) < 0.1 and a.passed
+    assert b.drop > 10.0 and not b.passed
 
 
 def test_val_folder_replaces_the_held_out_frames(enet_weights, calib_dir, tmp_path):

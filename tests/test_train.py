@@ -144,3 +144,116 @@ def test_class_weights_reach_the_loss(tmp_path):
         counts += torch.bincount(torch.from_numpy(ds.load_raw(i)[1]).flatten().long(), minlength=12)[:11]
     assert w.argmin() == counts.argmax()
     assert w[counts == 0].allclose(torch.tensor(1 / math.log(1.02)))
+
+
+def test_bf16_autocast_trains_fp32_weights(tmp_path):
+    """amp: bf16 runs the forward in bfloat16 but keeps FP32 weights; the loss still falls."""
+    _subset(tmp_path / "data")
+    cfg = _cfg(tmp_path, 6)
+    cfg.amp, cfg.val_every, cfg.ema_decay = "bf16", 6, 0
+    fit(cfg, progress=False)
+    history = json.loads((tmp_path / "smoke" / "history.json").read_text())
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"], history
+    state = load_state(tmp_path / "smoke" / "last.pt")
+    assert all(v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point())
+
+
+def test_unknown_amp_is_refused(tmp_path):
+    from rtseg.train import TrainError
+
+    cfg = _cfg(tmp_path, 1)
+    cfg.amp = "fp8"
+    with pytest.raises(TrainError, match="amp must be bf16"):
+        fit(cfg, progress=False)
+
+
+def test_grad_clip_bounds_every_step(tmp_path):
+    """Nesterov SGD without weight decay moves the parameters by at most
+    lr * clip * (1 + m / (1 - m)) = 10 * lr * clip per step (m = 0.9) once every gradient is
+    clipped to norm `clip`; the unclipped ENet gradients here are > 100x larger, so an ignored
+    grad_clip moves them far beyond the (2x slack) bound."""
+    from rtseg.config import load_preset
+    from rtseg.zoo import build_from_preset
+
+    _subset(tmp_path / "data")
+    cfg = _cfg(tmp_path, 2)
+    cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.grad_clip = "sgd", 0.1, 0.0, 1e-3
+    cfg.val_every, cfg.ema_decay = 10, 0
+    fit(cfg, progress=False)
+    history = json.loads((tmp_path / "smoke" / "history.json").read_text())
+    assert all(h["grad_norm_max"] > 100 * cfg.grad_clip for h in history), history  # the clip did bite
+
+    torch.manual_seed(cfg.seed)  # fit builds the model right after seeding: same initial weights
+    start = build_from_preset(load_preset("enet_camvid"), 11).state_dict()
+    end = load_state(tmp_path / "smoke" / "last.pt")["model"]
+    names = [n for n, _ in build_from_preset(load_preset("enet_camvid"), 11).named_parameters()]
+    moved = math.sqrt(sum(float((end[n] - start[n]).pow(2).sum()) for n in names))
+    steps = len(history)  # 4 frames, batch 4: one step per epoch
+    assert 0 < moved <= 2 * steps * 10 * cfg.lr * cfg.grad_clip, moved
+
+
+def test_weights_that_turn_inf_stop_the_run(tmp_path, monkeypatch):
+    """A BN statistic that overflows must stop training with a clear error, not be averaged
+    into a NaN EMA and saved as 'best' weights."""
+    from rtseg.train import ModelEMA, TrainError
+
+    _subset(tmp_path / "data")
+    cfg = _cfg(tmp_path, 2)
+    real_update = ModelEMA.update
+
+    def poisoned_update(self, model):
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_var[0] = float("inf")
+        real_update(self, model)
+
+    monkeypatch.setattr(ModelEMA, "update", poisoned_update)
+    with pytest.raises(TrainError, match=r"running_var became inf/NaN during epoch 1"):
+        fit(cfg, progress=False)
+    assert not (tmp_path / "smoke" / "best.safetensors").exists()
+
+
+def test_non_positive_grad_clip_is_refused(tmp_path):
+    from rtseg.train import TrainError
+
+    cfg = _cfg(tmp_path, 1)
+    cfg.grad_clip = 0.0
+    with pytest.raises(TrainError, match="grad_clip must be a positive number"):
+        fit(cfg, progress=False)
+
+
+def test_steps_with_an_overflowing_gradient_norm_are_skipped(tmp_path, monkeypatch):
+    """clip_grad_norm_ scales by max_norm / inf = 0, and 0 * inf = NaN: such steps must be skipped."""
+    from rtseg.config import load_preset
+    from rtseg.zoo import build_from_preset
+
+    _subset(tmp_path / "data")
+    cfg = _cfg(tmp_path, 2)
+    cfg.optimizer, cfg.weight_decay, cfg.grad_clip, cfg.val_every, cfg.ema_decay = "sgd", 0.0, 1.0, 10, 0
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: torch.tensor(float("inf")))
+    fit(cfg, progress=False)
+    history = json.loads((tmp_path / "smoke" / "history.json").read_text())
+    assert [h["skipped_steps"] for h in history] == [1, 1]
+
+    torch.manual_seed(cfg.seed)
+    start = build_from_preset(load_preset("enet_camvid"), 11).state_dict()
+    end = load_state(tmp_path / "smoke" / "last.pt")["model"]
+    params = [n for n, _ in build_from_preset(load_preset("enet_camvid"), 11).named_parameters()]
+    assert all(torch.equal(start[n], end[n]) for n in params)  # no step was taken
+
+
+def test_stop_after_keeps_the_long_schedule(tmp_path):
+    """A staged recipe stops at `stop_after` with the lr where the `epochs`-long poly curve has it,
+    and validates there; resuming with a later stop_after continues the same curve."""
+    _subset(tmp_path / "data")
+    cfg = _cfg(tmp_path, 4)
+    cfg.optimizer, cfg.lr, cfg.poly_power, cfg.stop_after, cfg.val_every = "sgd", 0.1, 1.0, 2, 10
+    fit(cfg, progress=False)
+    history = json.loads((tmp_path / "smoke" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and "val_miou" in history[-1]
+    state = load_state(tmp_path / "smoke" / "last.pt")
+    # One step per epoch; the second step ran at iteration 1 of 4: lr = 0.1 * (1 - 1/4).
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.075)
+    cfg.stop_after = None
+    fit(cfg, progress=False)
+    history = json.loads((tmp_path / "smoke" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]

@@ -84,7 +84,12 @@ class Backend(ABC):
     def predict_ids(self, batch: np.ndarray) -> torch.Tensor:
         """Class ids (N, H, W) int64 for either kind of artifact."""
         out = self.infer(batch)
-        return out.long() if self.meta.argmax_in_graph else out.argmax(1)
+        if self.meta.argmax_in_graph:
+            return out.long()
+        # max(1).indices is argmax (first maximum on ties), but torch's argmax reduces over the
+        # strided channel axis slowly: 15 ms vs 2.8 ms for 11x360x480 logits on 2 cores, which
+        # was a quarter of the INT8 model's whole frame time.
+        return out.max(1).indices
 
     def preprocess(self, image_rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """uint8 RGB (H, W, 3) -> normalized float32 (3, h, w) at ``size`` (default: model size)."""

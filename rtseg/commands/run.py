@@ -19,6 +19,12 @@ def register(sub) -> None:
                    help="video file, image file, folder or glob of images, webcam index (0), rtsp:// or http(s):// URL")
     p.add_argument("--model", default=None, help="shipped name or model file: .safetensors, .onnx, .xml, .engine (default: deeplabv3plus_camvid)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for .engine files)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+                   help="runtime; auto: the model's preferred CPU runtime (OpenVINO for DeepLabv3+ and ICNet, "
+                        "exported once into engines/), torch on CUDA, an exported file's own runtime")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="int8 needs --calib (and exports with the accuracy gate); fp16: CUDA only")
+    p.add_argument("--calib", metavar="DIR|VIDEO", help="calibration frames for --precision int8, e.g. the source itself")
     p.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--vid-stride", type=int, default=1, help="process every N-th frame of a file")
@@ -46,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from rtseg.pipeline import run as run_pipeline
 
     summary = run_pipeline(RunOptions(
-        source=args.source, model=args.model or DEFAULT_MODEL, device=args.device, output=args.output,
+        source=args.source, model=args.model or DEFAULT_MODEL, device=args.device, backend=args.backend,
+        precision=args.precision, calib=args.calib, output=args.output,
         save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
         max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
         alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,

@@ -7,6 +7,7 @@ half-written files.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ class RunOptions:
     source: str
     model: str = DEFAULT_MODEL
     device: str | None = None
+    backend: str = "auto"           # auto | torch | onnxruntime | openvino | tensorrt (rtseg.backends.select)
+    precision: str = "fp32"
+    calib: str | None = None        # calibration frames for an INT8 export
+    engines_dir: str = "engines"    # where exports are cached
     output: str | None = None
     save_masks: str | None = None
     save_overlay: str | None = None
@@ -46,6 +51,14 @@ class RunOptions:
     legend: bool = True
     threads: int | None = None
     quiet: bool = False
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -84,9 +97,10 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
     progress = pipeline = None
     try:
         if backend is None:
-            from rtseg.backends import open_backend
+            from rtseg.backends.select import open_for_run
 
-            backend = open_backend(opts.model, device=opts.device)
+            backend = open_for_run(opts.model, opts.device, opts.backend, opts.precision, opts.size, opts.calib,
+                                   opts.engines_dir, log=_stderr if not opts.quiet else _silent)
         meta = backend.meta
         renderer = Renderer(meta.colors, meta.class_names, style, parse_ignore(opts.ignore_class, meta.class_names))
         video = VideoSink(opts.output, source.fps) if opts.output else None

@@ -1,0 +1,108 @@
+"""`rtseg run --backend/--precision`: which runtime a model runs in, and exporting to it on first use."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+from conftest import CLIP
+
+from rtseg.backends import open_backend, select
+from rtseg.backends.select import choose_runtime
+from rtseg.cli import main
+from rtseg.errors import RtsegError
+from rtseg.pipeline import RunOptions, run
+
+SIZE = (176, 240)  # ENet halves three times: ONNX max-pooling needs sizes divisible by 8
+
+
+def test_auto_follows_the_preset_and_what_is_installed(monkeypatch):
+    assert choose_runtime("deeplabv3plus_camvid", "cpu") == "openvino"
+    assert choose_runtime("icnet_camvid", None) == "openvino"
+    assert choose_runtime("enet_camvid", "cpu") == "torch"  # OpenVINO runs its unpooling 4x slower
+    assert choose_runtime("deeplabv3plus_camvid", "cuda") == "torch"
+    assert choose_runtime("enet_camvid", "cpu", "onnxruntime") == "onnxruntime"
+    # INT8 asked of a torch-preferring model: the first installed CPU runtime that has INT8.
+    assert choose_runtime("enet_camvid", "cpu", "auto", "int8") == "openvino"
+    monkeypatch.setattr(select, "_installed", lambda runtime: False)
+    assert choose_runtime("deeplabv3plus_camvid", "cpu") == "torch"
+
+
+def test_exported_files_keep_their_runtime(tmp_path):
+    assert choose_runtime("m.xml", "cpu") == "openvino"
+    assert choose_runtime("m.onnx", "cpu") == "onnxruntime"
+    assert choose_runtime("m.onnx", "cpu", "openvino") == "openvino"  # OpenVINO reads ONNX
+    with pytest.raises(RtsegError, match="m.xml is a openvino artifact; it cannot run with --backend onnxruntime"):
+        choose_runtime("m.xml", "cpu", "onnxruntime")
+    with pytest.raises(RtsegError, match="--backend must be one of"):
+        choose_runtime("enet_camvid", "cpu", "tflite")
+
+
+def test_openvino_backend_exports_once_and_matches_torch(tiny_enet, tmp_path, one_torch_thread):
+    engines = tmp_path / "engines"
+    opts = RunOptions(source=str(CLIP), model=str(tiny_enet), backend="openvino", size=SIZE, max_frames=3,
+                      save_masks=str(tmp_path / "m"), engines_dir=str(engines), quiet=True)
+    summary = run(opts)
+    assert summary["runtime"] == "openvino" and summary["frames"] == 3
+    built = sorted(os.listdir(engines))
+    assert any(f.endswith(".xml") for f in built)
+
+    # The masks are torch's masks: same network, FP32.
+    torch_run = run(RunOptions(source=str(CLIP), model=str(tiny_enet), backend="torch", size=SIZE, max_frames=3,
+                               save_masks=str(tmp_path / "t"), quiet=True))
+    assert torch_run["runtime"] == "torch"
+    for name in sorted(os.listdir(tmp_path / "m")):
+        a = cv2.imread(str(tmp_path / "m" / name), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "t" / name), cv2.IMREAD_UNCHANGED)
+        assert (a == b).mean() > 0.995, name
+
+    # Second run: the cached export is reused, nothing new is written.
+    mtimes = {f: os.path.getmtime(engines / f) for f in built}
+    run(opts)
+    assert {f: os.path.getmtime(engines / f) for f in sorted(os.listdir(engines))} == mtimes
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(tiny_enet, tmp_path, monkeypatch):
+    """The default command must work wherever torch does; an explicit request must not be ignored."""
+    import rtseg.export.api as api
+
+    def broken(*a, **k):
+        raise RtsegError("ONNX export is not available: pip install \"rtseg[onnx]\"")
+
+    monkeypatch.setattr(select, "_preset_runtime", lambda spec: "openvino")
+    monkeypatch.setattr(api, "export", broken)
+    lines = []
+    backend = select.open_for_run(str(tiny_enet), "cpu", "auto", log=lines.append)
+    assert backend.runtime == "torch"
+    assert lines and lines[0].startswith("notice: could not export to openvino")
+    with pytest.raises(RtsegError, match="ONNX export is not available"):
+        select.open_for_run(str(tiny_enet), "cpu", "openvino", log=lines.append)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "openvino", "--precision", "int8"], "INT8 needs calibration frames: --calib"),
+    (["--backend", "torch", "--precision", "int8"], "--precision int8 needs an exported runtime"),
+])
+def test_bad_precision_requests_are_one_line(tiny_enet, tmp_path, capsys, args, message):
+    code = main(["run", "--quiet", "--source", str(CLIP), "--model", str(tiny_enet), "--max-frames", "1",
+                 "--save-masks", str(tmp_path / "m"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "m").exists() or not os.listdir(tmp_path / "m")
+
+
+def test_unwritable_engines_folder_is_one_error(tiny_enet, tmp_path):
+    blocker = tmp_path / "engines"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(RtsegError, match="engines"):
+        select.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(blocker), log=lambda _: None)
+
+
+def test_an_exported_file_runs_directly(tiny_enet, tmp_path):
+    from rtseg.export.api import ExportRequest, export
+
+    path = export(ExportRequest(model=str(tiny_enet), format="onnx", size=SIZE, out_dir=str(tmp_path))).path
+    backend = select.open_for_run(str(path), "cpu", "auto", log=lambda _: None)
+    assert backend.runtime == "onnxruntime"
+    x = np.zeros((1, 3, *SIZE), np.float32)
+    ref = open_backend(str(tiny_enet)).predict_ids(x)
+    assert (backend.predict_ids(x) == ref).float().mean() > 0.995
