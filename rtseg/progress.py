@@ -6,6 +6,15 @@ import time
 from typing import TextIO
 
 
+def log_stderr(line: str) -> None:
+    """Status line for a human: stderr, so that stdout stays the command's result."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def log_silent(_: str) -> None:
+    """A ``log`` callback that drops the line (``--quiet``, library use)."""
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)

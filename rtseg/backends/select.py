@@ -16,6 +16,7 @@ from typing import Callable
 from rtseg.backends import RUNTIMES, SUFFIXES, open_backend
 from rtseg.backends.base import Backend
 from rtseg.errors import RtsegError
+from rtseg.progress import log_stderr
 
 BACKENDS = ("auto", *RUNTIMES)
 # runtime -> rtseg export --format
@@ -70,7 +71,7 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
 
 def open_for_run(spec: str, device: str | None = None, backend: str = "auto", precision: str = "fp32",
                  size: tuple[int, int] | None = None, calib: str | None = None, engines_dir: str = "engines",
-                 log: Callable[[str], None] = print) -> Backend:
+                 log: Callable[[str], None] = log_stderr) -> Backend:
     """Opens ``spec`` for the live pipeline, exporting (once, cached) when the runtime needs it.
 
     With ``backend="auto"`` a failed export is reported and the model runs in torch instead, so

@@ -11,9 +11,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from rtseg.commands import size_arg
+from rtseg.progress import log_silent, log_stderr
 
 DEFAULT_ROOT = "../shared/data/camvid"  # where a checkout of this project finds CamVid
 
@@ -77,21 +77,13 @@ def run(args: argparse.Namespace) -> int:
                            sizes=args.sizes, data=args.data, root=args.root, split=args.split, limit=args.limit,
                            video=args.video, video_frames=args.video_frames, calib=args.calib,
                            calib_frames=args.calib_frames, repeats=args.repeats, device=args.device or "cpu",
-                           engines_dir=args.engines, default_root=DEFAULT_ROOT, log=_log)
-    rows = mark_pareto(sweep(opts, log=_log if not args.quiet else _silent, progress=not args.quiet))
+                           engines_dir=args.engines, default_root=DEFAULT_ROOT, log=log_stderr)
+    rows = mark_pareto(sweep(opts, log=log_stderr if not args.quiet else log_silent, progress=not args.quiet))
     print(format_table(rows))
     if args.out:
         written = write_outputs(rows, args.out, machine_context(opts))
         if "plot" not in written:
-            _log("pareto.png not written: matplotlib is missing (pip install 'rtseg[plot]')")
+            log_stderr("pareto.png not written: matplotlib is missing (pip install 'rtseg[plot]')")
         print("wrote " + ", ".join(written.values()))
     # Non-zero only when nothing at all could be measured: a missing runtime is a row, not a failure.
     return 0 if any(r.get("fps") is not None for r in rows) else 1
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _silent(_: str) -> None:
-    pass

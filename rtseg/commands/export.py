@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from rtseg.commands import size_arg
+from rtseg.progress import log_stderr
 
 
 def register(sub) -> None:
@@ -38,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
                         dynamic=args.dynamic, argmax=args.argmax, calib=args.calib, calib_frames=args.calib_frames,
                         val=args.val, gate_frames=args.gate_frames, max_drop=args.max_drop, force=args.force,
                         out_dir=args.out_dir, workspace_gb=args.workspace_gb)
-    result = export(req, log=lambda m: print(m, file=sys.stderr, flush=True), show=print, progress=True)
+    result = export(req, log=log_stderr, show=print, progress=True)
     print(result.path)
     return 0

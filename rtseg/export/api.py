@@ -19,6 +19,7 @@ from rtseg.errors import RtsegError
 from rtseg.export.artifacts import read_meta, restamp
 from rtseg.export.cache import CacheKey, artifact_path, code_digest, safe_stem, sha256_file, sha256_files
 from rtseg.export.gate import DEFAULT_BUDGET, GateRefused, GateResult, run_gate
+from rtseg.progress import log_silent
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "engine": ".engine"}
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -52,10 +53,6 @@ class ExportResult:
     gate: dict | None = None
 
 
-def _silent(_: str) -> None:
-    pass
-
-
 def check_request(req: ExportRequest) -> None:
     if req.format not in FORMATS:
         raise RtsegError(f"--format must be one of {', '.join(FORMATS)}, got '{req.format}'")
@@ -71,8 +68,8 @@ def check_request(req: ExportRequest) -> None:
 class Exporter:
     """One export request: loads the model once and builds what the request needs, reusing the cache."""
 
-    def __init__(self, req: ExportRequest, log: Callable[[str], None] = _silent,
-                 show: Callable[[str], None] = _silent, progress: bool = False):
+    def __init__(self, req: ExportRequest, log: Callable[[str], None] = log_silent,
+                 show: Callable[[str], None] = log_silent, progress: bool = False):
         check_request(req)
         self.req, self.log, self.show, self.progress = req, log, show, progress
         self.out_dir = Path(req.out_dir)
@@ -371,7 +368,7 @@ class Exporter:
         return ExportResult(path, self.hit, meta, meta.info.get("int8_gate"))
 
 
-def export(req: ExportRequest, log: Callable[[str], None] = _silent, show: Callable[[str], None] = _silent,
+def export(req: ExportRequest, log: Callable[[str], None] = log_silent, show: Callable[[str], None] = log_silent,
            progress: bool = False) -> ExportResult:
     """Builds (or reuses) the artifact ``req`` describes and returns its path and metadata.
 

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rtseg.errors import RtsegError
+from rtseg.progress import log_stderr
 
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
 DEFAULT_RUNS = "torch:fp32,onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:int8"
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [Run.parse(r) for r in args.runs.split(",") if r.strip()]
         rows = bench(args.model, runs, args.size, args.calib, args.val_root, limit=args.limit,
                      warmup=args.warmup, repeats=args.repeats, device=args.device, out_dir=args.out_dir,
-                     log=lambda m: print(m, file=sys.stderr, flush=True))
+                     log=log_stderr)
     except RtsegError as e:
         print(f"bench_backends: error: {e}", file=sys.stderr)
         return 2

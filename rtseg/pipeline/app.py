@@ -7,7 +7,6 @@ half-written files.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from rtseg.pipeline.overlay import Renderer, Style, parse_ignore
 from rtseg.pipeline.runner import Pipeline
 from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
 from rtseg.pipeline.sources import Source, open_source
-from rtseg.progress import Progress
+from rtseg.progress import Progress, log_silent, log_stderr
 
 DEFAULT_MODEL = "deeplabv3plus_camvid"
 
@@ -51,14 +50,6 @@ class RunOptions:
     legend: bool = True
     threads: int | None = None
     quiet: bool = False
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _silent(_: str) -> None:
-    pass
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -100,7 +91,7 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
             from rtseg.backends.select import open_for_run
 
             backend = open_for_run(opts.model, opts.device, opts.backend, opts.precision, opts.size, opts.calib,
-                                   opts.engines_dir, log=_stderr if not opts.quiet else _silent)
+                                   opts.engines_dir, log=log_silent if opts.quiet else log_stderr)
         meta = backend.meta
         renderer = Renderer(meta.colors, meta.class_names, style, parse_ignore(opts.ignore_class, meta.class_names))
         video = VideoSink(opts.output, source.fps) if opts.output else None
