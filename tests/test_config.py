@@ -56,3 +56,14 @@ def test_broken_yaml_file(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_preset(str(bad))
+
+
+def test_batch_mode_defaults_to_a_shipped_batch_model_else_the_live_default(monkeypatch):
+    import rtseg.zoo as zoo
+
+    batch = [p.name for p in zoo.presets() if p.description.startswith("batch")]
+    assert "deeplabv3plus_hires_camvid" in batch
+    monkeypatch.setattr(zoo, "is_shipped", lambda f: f == "deeplabv3plus_hires_camvid.safetensors")
+    assert zoo.default_batch_model("deeplabv3plus_camvid") == "deeplabv3plus_hires_camvid"
+    monkeypatch.setattr(zoo, "is_shipped", lambda f: f == "deeplabv3plus_camvid.safetensors")
+    assert zoo.default_batch_model("deeplabv3plus_camvid") == "deeplabv3plus_camvid"

@@ -9,8 +9,8 @@ Examples:
     rtseg batch --source drive.mp4 --out out/ --tile 512x512 --overlap 128 --no-overlay
     rtseg batch --source "shots/*.jpg" --out out/ --crf --batch-size 8
 
-    # CamVid val, scored: the masks reproduce `rtseg eval --scales 0.75,1,1.25 --flip`
-    rtseg batch --model deeplabv3plus_camvid --source ../shared/data/camvid/val --out batch_out \\
+    # CamVid val, scored: the masks reproduce `rtseg eval` of that model with the same --scales and --flip
+    rtseg batch --source ../shared/data/camvid/val --out batch_out \\
         --scales 0.75,1,1.25 --flip --score-root ../shared/data/camvid --score-split val
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ def register(sub) -> None:
     p = sub.add_parser("batch", help="offline segmentation of folders and videos (TTA, tiles, CRF, resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None,
-                   help="shipped name or model file: .safetensors, .onnx, .xml, .engine (default: deeplabv3plus_camvid)")
+                   help="shipped name or model file: .safetensors, .onnx, .xml, .engine (default: the shipped batch model "
+                        "deeplabv3plus_hires_camvid, or deeplabv3plus_camvid where it is not installed)")
     p.add_argument("--source", required=True, help="folder of images, glob of images (quoted), image or video file")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (masks/, overlays/, summary.json)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for .engine files)")
@@ -52,13 +53,14 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtseg.batch import DEFAULT_MODEL, BatchOptions, CRFParams, format_summary, run_batch
+    from rtseg.zoo import default_batch_model
 
     if args.overlap is not None and not args.tile:
         from rtseg.errors import RtsegError
 
         raise RtsegError("--overlap needs --tile")
     summary = run_batch(BatchOptions(
-        source=args.source, out=args.out, model=args.model or DEFAULT_MODEL, device=args.device,
+        source=args.source, out=args.out, model=args.model or default_batch_model(DEFAULT_MODEL), device=args.device,
         batch_size=args.batch_size, size=args.size, scales=tuple(args.scales), flip=args.flip,
         tile=args.tile, overlap=args.overlap, crf=CRFParams(iterations=args.crf_iters) if args.crf else None,
         overlay=not args.no_overlay, overlay_ext=args.overlay_ext, max_frames=args.max_frames,
