@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-measures every number in the README on this machine; results land in results/<hostname>/.
 # Run from the repository root with CamVid and the highway clip in ../shared/data (see README).
-# Takes about 30-40 minutes on a 2-core CPU; nothing else should run meanwhile.
+# Takes about 45-60 minutes on a 2-core CPU; nothing else should run meanwhile.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-results/$(hostname)}
@@ -25,6 +25,9 @@ rtseg bench --pipeline --source "$DATA/video/highway_960x540_25fps.mp4" --json "
 
 # 3. The FPS / mIoU trade-off: shipped live models x CPU backends x precisions (table, CSV, JSON, plot).
 rtseg bench --root "$DATA/camvid" --video "$DATA/video/highway_960x540_25fps.mp4" --out "$OUT/bench" --quiet
+# ... and the batch model in each CPU runtime (its card's table).
+rtseg bench --models deeplabv3plus_hires_camvid --backends torch,onnxruntime,openvino --root "$DATA/camvid" \
+  --video "$DATA/video/highway_960x540_25fps.mp4" --out "$OUT/bench_batch_model" --quiet
 
 # 4. Does argmax inside the exported graph pay? Default model, INT8, with and without (model-only,
 #    200 timed frames each; the logits rows include the host-side argmax).
