@@ -37,6 +37,7 @@ from rtseg.pipeline.overlay import Renderer, Style
 from rtseg.pipeline.sinks import SinkError, check_writable, ensure_dir, temp_name
 from rtseg.pipeline.sources import ImageSource, Source, SourceError, open_source
 from rtseg.progress import Progress, notice
+from rtseg.zoo import default_batch_model
 
 OVERLAY_EXTS = ("jpg", "png")
 
@@ -50,7 +51,8 @@ class BatchOptions:
 
     source: str
     out: str
-    model: str = DEFAULT_MODEL
+    # The shipped batch model where it is installed: a run resumed from the CLI must pick the same.
+    model: str = field(default_factory=lambda: default_batch_model(DEFAULT_MODEL))
     device: str | None = None
     batch_size: int = 4
     size: tuple[int, int] | None = None

@@ -52,20 +52,21 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtseg.batch import DEFAULT_MODEL, BatchOptions, CRFParams, format_summary, run_batch
-    from rtseg.zoo import default_batch_model
+    from rtseg.batch import BatchOptions, CRFParams, format_summary, run_batch
 
     if args.overlap is not None and not args.tile:
         from rtseg.errors import RtsegError
 
         raise RtsegError("--overlap needs --tile")
+    # Without --model, BatchOptions picks the shipped batch model (rtseg.zoo.default_batch_model).
+    chosen = {"model": args.model} if args.model else {}
     summary = run_batch(BatchOptions(
-        source=args.source, out=args.out, model=args.model or default_batch_model(DEFAULT_MODEL), device=args.device,
+        source=args.source, out=args.out, device=args.device,
         batch_size=args.batch_size, size=args.size, scales=tuple(args.scales), flip=args.flip,
         tile=args.tile, overlap=args.overlap, crf=CRFParams(iterations=args.crf_iters) if args.crf else None,
         overlay=not args.no_overlay, overlay_ext=args.overlay_ext, max_frames=args.max_frames,
         threads=args.threads, quiet=args.quiet, score_root=args.score_root, score_split=args.score_split,
-        score_data=args.score_data))
+        score_data=args.score_data, **chosen))
     if not args.quiet:
         print(format_summary(summary))
     return 130 if summary["interrupted"] else 0
