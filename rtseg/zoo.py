@@ -39,14 +39,17 @@ def shipped_names() -> list[str]:
     return [p.name for p in presets() if is_shipped(p.weights)]
 
 
+def shipped_for(mode: str) -> list[str]:
+    """Names of the shipped presets meant for ``mode`` (``live`` or ``batch``): a preset's
+    description starts with its mode, and its weights must be installed."""
+    return [p.name for p in presets() if is_shipped(p.weights) and p.description.startswith(mode)]
+
+
 def default_batch_model(live_default: str) -> str:
-    """The model ``rtseg batch`` uses when none is named: the first shipped preset meant for batch
-    work (its description starts with ``batch``), else ``live_default``. An install may lack the
-    batch weights (a trimmed package, a user's own build), and batch mode still runs then."""
-    for p in presets():
-        if p.description.startswith("batch") and is_shipped(p.weights):
-            return p.name
-    return live_default
+    """The model ``rtseg batch`` uses when none is named: the first shipped batch preset, else
+    ``live_default``. An install may lack the batch weights (a trimmed package, a user's own
+    build), and batch mode still runs then."""
+    return next(iter(shipped_for("batch")), live_default)
 
 
 def build_from_preset(preset: ModelPreset, num_classes: int, pretrained: bool | None = None,

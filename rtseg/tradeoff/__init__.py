@@ -13,10 +13,9 @@ from rtseg.tradeoff.sweep import Combo, SweepOptions, measure, plan, sweep
 
 def live_models() -> list[str]:
     """Shipped presets meant for live use (their description starts with ``live``)."""
-    from rtseg.zoo import presets
-    from rtseg.weights import is_shipped
+    from rtseg.zoo import shipped_for
 
-    return [p.name for p in presets() if is_shipped(p.weights) and p.description.startswith("live")]
+    return shipped_for("live")
 
 
 def _none(value: str | None) -> bool:
