@@ -3,9 +3,10 @@
 A shipped name or ``.safetensors`` file is a torch model; on a CPU, OpenVINO runs the same network
 2.6x faster (DeepLabv3+: 73 vs 192 ms a frame on the 2-core build machine, same masks to 99.9 %),
 so ``--backend auto`` exports it once into ``engines/`` and runs the export. The choice is per
-model, recorded in its preset as ``cpu_runtime`` from ``rtseg bench``: ENet's max-unpooling runs
-4x *slower* in OpenVINO than in torch, so its preset keeps torch. Exported files (``.onnx``, ``.xml``,
-``.engine``) always run in their own runtime.
+model, recorded in its preset as ``cpu_runtime`` from ``rtseg bench`` (ENet with the paper's
+max-unpooling decoder ran 5x *slower* in OpenVINO than in torch; the shipped ENet upsamples
+bilinearly and OpenVINO runs it faster, but a preset may still say torch). Exported files (``.onnx``,
+``.xml``, ``.engine``) always run in their own runtime.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _preset_runtime(spec: str) -> str:
     return load_preset(spec).cpu_runtime
 
 
-def choose_runtime(spec: str, device: str | None, backend: str = "auto", precision: str = "fp32") -> str:
+def choose_runtime(spec: str, device: str | None, backend: str = "auto", precision: str | None = None) -> str:
     """The runtime ``spec`` will run in for ``--backend backend`` on ``device``.
 
     Raises:
@@ -69,24 +70,32 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
     return "torch"
 
 
-def open_for_run(spec: str, device: str | None = None, backend: str = "auto", precision: str = "fp32",
+def open_for_run(spec: str, device: str | None = None, backend: str = "auto", precision: str | None = None,
                  size: tuple[int, int] | None = None, calib: str | None = None, engines_dir: str = "engines",
                  log: Callable[[str], None] = log_stderr) -> Backend:
     """Opens ``spec`` for the live pipeline, exporting (once, cached) when the runtime needs it.
 
+    ``precision=None`` means FP32 for a torch model and the file's own precision for an exported
+    one; an explicit precision that an exported file does not have is an error, not ignored.
     With ``backend="auto"`` a failed export is reported and the model runs in torch instead, so
     that the default command works wherever torch does; an explicit backend fails loudly.
     """
     runtime = choose_runtime(spec, device, backend, precision)
     own = SUFFIXES.get(Path(spec).suffix.lower())
+    if own and own != "torch":
+        opened = open_backend(spec, device=device, runtime=runtime)
+        if precision is not None and opened.meta.precision != precision:
+            raise RtsegError(f"{spec} was exported as {opened.meta.precision}; --precision {precision} cannot "
+                             f"change that: pass the torch model (rtseg exports it) or "
+                             f"rtseg export --precision {precision}")
+        return opened
+    precision = precision or "fp32"
     if runtime == "torch":
         if precision == "int8":
             raise RtsegError("--precision int8 needs an exported runtime: --backend openvino or onnxruntime "
                              "(CPU) or tensorrt (GPU)")
         return open_backend(spec, device=device, runtime="torch",
                             **({"precision": precision} if precision != "fp32" else {}))
-    if own and own != "torch":
-        return open_backend(spec, device=device, runtime=runtime)
     from rtseg.export.api import ExportRequest, export
 
     req = ExportRequest(model=spec, format=_FORMAT[runtime], precision=precision, size=size,

@@ -22,8 +22,9 @@ def register(sub) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
                    help="runtime; auto: the model's preferred CPU runtime (OpenVINO for DeepLabv3+ and ICNet, "
                         "exported once into engines/), torch on CUDA, an exported file's own runtime")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
-                   help="int8 needs --calib (and exports with the accuracy gate); fp16: CUDA only")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+                   help="default fp32; int8 needs --calib (and exports with the accuracy gate); fp16: CUDA only. "
+                        "An exported file runs in the precision it was exported in")
     p.add_argument("--calib", metavar="DIR|VIDEO", help="calibration frames for --precision int8, e.g. the source itself")
     p.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")

@@ -31,7 +31,7 @@ class RunOptions:
     model: str = DEFAULT_MODEL
     device: str | None = None
     backend: str = "auto"           # auto | torch | onnxruntime | openvino | tensorrt (rtseg.backends.select)
-    precision: str = "fp32"
+    precision: str | None = None    # None: fp32, or an exported file's own precision
     calib: str | None = None        # calibration frames for an INT8 export
     engines_dir: str = "engines"    # where exports are cached
     output: str | None = None
