@@ -10,7 +10,7 @@ from rtseg import __version__
 from rtseg.errors import RtsegError
 
 # Order is the order of `rtseg --help`.
-COMMANDS = ["models", "train", "eval", "export", "run", "batch", "bench"]
+COMMANDS = ["models", "train", "tune_bias", "eval", "export", "run", "batch", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,6 +56,17 @@ def evaluate(backend: Backend, dataset, size: tuple[int, int] | None = None,
     return cm.compute()
 
 
+def labelled_dataset(data: str, root: str, split: str, ignore_index: int):
+    """The ``data`` loader's ``split`` with labels as a model of ``ignore_index`` scores them:
+    Cityscapes label ids go through the official train-id table, other datasets keep theirs."""
+    from rtseg.config import load_dataset_config
+    from rtseg.data import build_dataset
+
+    if data == "cityscapes":
+        return build_dataset(data, root, split, label_map=load_dataset_config("cityscapes").label_map)
+    return build_dataset(data, root, split, ignore_index=ignore_index)
+
+
 def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, int] | None,
                  scales: Sequence[float], flip: bool, json_path: str | None, limit: int | None) -> dict:
     """``rtseg eval``: prints the per-class table and summary, optionally writes JSON."""
@@ -63,19 +74,12 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
     from pathlib import Path
 
     from rtseg.backends import open_backend
-    from rtseg.config import load_dataset_config
-    from rtseg.data import build_dataset
     from rtseg.metrics import format_table
     from rtseg.errors import RtsegError
 
     backend = open_backend(model)
     meta = backend.meta
-    kw: dict = {}
-    if data == "cityscapes":
-        kw["label_map"] = load_dataset_config("cityscapes").label_map
-    else:
-        kw["ignore_index"] = meta.ignore_index
-    dataset = build_dataset(data, root, split, **kw)
+    dataset = labelled_dataset(data, root, split, meta.ignore_index)
     if json_path:  # fail before the long part if the output cannot be written
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         if not Path(json_path).parent.is_dir():

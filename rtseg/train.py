@@ -47,6 +47,8 @@ class TrainConfig:
     crop_size: list[int] = field(default_factory=lambda: [360, 480])
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     jitter: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.3, 0.0])
+    focus_classes: list[str] = field(default_factory=list)  # class names crops are centred on (rare ones)
+    focus_p: float = 0.0                        # share of crops centred on a focus class, when one is present
     epochs: int = 100
     batch_size: int = 8
     optimizer: str = "sgd"                      # sgd | adamw
@@ -85,6 +87,16 @@ def load_train_config(path: str, **overrides) -> TrainConfig:
     data = load_yaml(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(TrainConfig, data, str(path))
+
+
+def _class_ids(names: list[str], class_names: list[str]) -> list[int]:
+    """Class names (case-insensitive) -> ids of the dataset's class table."""
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
+    unknown = [n for n in names if str(n).lower() not in lookup]
+    if unknown:
+        raise TrainError(f"focus_classes: unknown class {', '.join(map(str, unknown))}; "
+                         f"the classes are {', '.join(class_names)}")
+    return [lookup[str(n).lower()] for n in names]
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -169,9 +181,11 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     ds_kw = {"label_map": dcfg.label_map} if dcfg.label_map else {"ignore_index": ignore}
 
+    focus = _class_ids(cfg.focus_classes, dcfg.class_names)
+
     def train_set(epoch: int):
         t = train_transform(cfg.crop_size, cfg.scale_range, preset.mean, preset.std,
-                            ignore_index=ignore, jitter=cfg.jitter)
+                            ignore_index=ignore, jitter=cfg.jitter, focus_classes=focus, focus_p=cfg.focus_p)
         return build_dataset(data_name, cfg.root, cfg.train_split, t, seed=cfg.seed * 100_003 + epoch, **ds_kw)
 
     data_name = cfg.data or dcfg.name

@@ -328,6 +328,26 @@ def test_crop_pads_with_ignore_index():
     assert x[:, y == 11].abs().max() < 0.02
 
 
+def test_focus_crops_hold_a_rare_class():
+    """A crop centred on a rare class holds it; without focus a seeded crop is what it always was."""
+    image = np.zeros((90, 120, 3), np.uint8)
+    mask = np.zeros((90, 120), np.uint8)
+    mask[85, 3] = 9  # one pixel in a corner: a uniform 30x40 crop almost never holds it
+    holds = lambda crop, n, seed: sum(  # noqa: E731
+        bool((crop(image, mask, rng)[1] == 9).any()) for rng in [np.random.default_rng(seed)] for _ in range(n))
+    assert holds(RandomCrop(30, 40, 255, focus_classes=[9], focus_p=1.0), 200, 0) == 200
+    assert holds(RandomCrop(30, 40, 255), 200, 0) < 10
+    assert 70 < holds(RandomCrop(30, 40, 255, focus_classes=[9], focus_p=0.5), 200, 1) < 130
+    # focus_p = 0 draws nothing extra: identical crops to a plain RandomCrop with the same seed.
+    coded, cmask = _coded(30, 50)
+    for seed in range(3):
+        a = RandomCrop(10, 20, 255)(coded, cmask, np.random.default_rng(seed))
+        b = RandomCrop(10, 20, 255, focus_classes=[9], focus_p=0.0)(coded, cmask, np.random.default_rng(seed))
+        np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="focus_p must lie in"):
+        RandomCrop(10, 20, 255, focus_classes=[1], focus_p=1.5)
+
+
 def test_val_transform_is_deterministic():
     image, mask = _coded(30, 50)
     t = val_transform(size=(24, 40))

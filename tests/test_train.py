@@ -158,6 +158,15 @@ def test_bf16_autocast_trains_fp32_weights(tmp_path):
     assert all(v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point())
 
 
+def test_unknown_focus_class_is_refused_with_the_class_list(tmp_path):
+    from rtseg.train import TrainError
+
+    cfg = _cfg(tmp_path, 1)
+    cfg.focus_classes, cfg.focus_p = ["pedestrian", "Lamppost"], 0.5
+    with pytest.raises(TrainError, match="unknown class Lamppost; the classes are Sky, Building, Pole"):
+        fit(cfg, progress=False)
+
+
 def test_unknown_amp_is_refused(tmp_path):
     from rtseg.train import TrainError
 
