@@ -2,7 +2,7 @@
 
 A network trained with pixel-averaged cross-entropy ranks classes by how well they pay off per
 pixel; when its features separate a rare class only weakly (ENet on CamVid: a class-balanced
-linear probe on its last features finds Pedestrian at 45 % recall but 6 % precision), the argmax
+linear probe on its last features finds Pedestrian at 44 % recall but 6 % precision), the argmax
 never picks that class and its IoU is 0. Adding a constant to each class's logit moves the
 decision boundaries without retraining (post-hoc logit adjustment; Menon et al. 2021, "Long-tail
 learning via logit adjustment", derive the offsets from class priors for balanced error; here they
@@ -75,7 +75,7 @@ def tune_offsets(logits: torch.Tensor, labels: torch.Tensor, grid: Sequence[floa
             for v in grid:
                 pred = torch.where(zc + v > m_other, c, a_other)
                 m = miou_of(confusion(labels, pred, c_count))
-                # Ties keep the smaller |offset|: no move without a gain.
+                # On a tie the smaller |offset| wins: offsets stay as close to 0 as mIoU allows.
                 if m > best_m + 1e-9 or (abs(m - best_m) <= 1e-9 and abs(v) < abs(best_v)):
                     best_v, best_m = v, m
             if best_v != float(b[c]):
@@ -167,6 +167,15 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
         raise RtsegError(f"--out must be a .safetensors file, got {out}")
     if every < 1:
         raise RtsegError(f"--every must be >= 1, got {every}")
+    # Fail before the long part when the output cannot be written.
+    import os
+
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RtsegError(f"cannot write {out}: {e.strerror or e}") from None
+    if not os.access(Path(out).parent, os.W_OK):
+        raise RtsegError(f"cannot write {out}: folder not writable")
     loaded = load_model(model)
     backend = TorchBackend.load(model)
     dataset = labelled_dataset(data, root, split, backend.meta.ignore_index)

@@ -79,3 +79,14 @@ def test_tune_bias_bad_output_is_one_line(tiny_enet, tmp_path, capsys):
                  "--out", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"rtseg tune-bias: error: --out must be a .safetensors file, got {tmp_path / 'x.pt'}"
+
+
+def test_tune_bias_unwritable_output_fails_before_the_work(tiny_enet, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    data = tiny_enet.parents[1] / "data"
+    assert main(["tune-bias", "--model", str(tiny_enet), "--data", "folder", "--root", str(data),
+                 "--out", str(blocker / "x.safetensors")]) == 2
+    captured = capsys.readouterr()
+    assert "collecting" not in captured.out  # refused before any image was read
+    assert captured.err.strip().startswith(f"rtseg tune-bias: error: cannot write {blocker / 'x.safetensors'}")

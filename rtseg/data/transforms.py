@@ -103,7 +103,7 @@ class RandomCrop:
 
     Rare-class focus: with probability ``focus_p``, when the mask holds any of ``focus_classes``,
     one of those present is drawn uniformly, then one of its pixels, and the window is drawn among
-    those containing that pixel. Thin, rare classes (poles, signs, cyclists) cover under 1 % of
+    those containing that pixel. Thin, rare classes (poles, signs, cyclists) cover about 1 % or less of
     CamVid's pixels, so uniform crops of a quarter frame often hold none of them; a small network
     trained from scratch then never learns to predict them. (Sampling by rare class follows the
     idea of DAFormer's rare-class sampling, Hoyer et al. 2022, applied to the crop window.)
