@@ -12,7 +12,9 @@ inference: every runtime and export sees an ordinary bias.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -156,8 +158,6 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
     The output is an ordinary weight file (same preset and classes) whose info records the
     offsets, the frames they were tuned on and the mIoU there before and after.
     """
-    from pathlib import Path
-
     from rtseg.backends.torch_backend import TorchBackend
     from rtseg.checkpoint import save_weights
     from rtseg.evaluate import labelled_dataset
@@ -168,8 +168,6 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
     if every < 1:
         raise RtsegError(f"--every must be >= 1, got {every}")
     # Fail before the long part when the output cannot be written.
-    import os
-
     try:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -177,7 +175,7 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
     if not os.access(Path(out).parent, os.W_OK):
         raise RtsegError(f"cannot write {out}: folder not writable")
     loaded = load_model(model)
-    backend = TorchBackend.load(model)
+    backend = TorchBackend.from_loaded(loaded, model)
     dataset = labelled_dataset(data, root, split, backend.meta.ignore_index)
     n = len(range(0, len(dataset), every))
     log(f"collecting logits of {n} {data}:{split} images (1 in {every})")
@@ -188,8 +186,11 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
     log("offsets: " + ", ".join(f"{c} {v:+.2f}" for c, v in zip(names, result.offsets) if v))
     log(f"{data}:{split} mIoU {result.miou_before * 100:.2f} -> {result.miou_after * 100:.2f} "
         f"(pixels on a 2-pixel grid); folded into {layer}.bias")
+    # A second tuning adds to the first: record the total the bias now carries.
+    before = loaded.info.get("class_bias", {}).get("offsets", {})
+    total = {c: before.get(c, 0.0) + v for c, v in zip(names, result.offsets)}
     info = {**loaded.info, "class_bias": {
-        "offsets": dict(zip(names, result.offsets)), "layer": layer, "tuned_on": f"{data}:{split}",
+        "offsets": total, "layer": layer, "tuned_on": f"{data}:{split}",
         "images": n, "every": every, "miou_before": result.miou_before, "miou_after": result.miou_after}}
     try:
         save_weights(out, backend.model, loaded.preset, loaded.dataset, info)

@@ -72,6 +72,14 @@ def test_tune_bias_command_writes_a_self_describing_model(tiny_enet, tmp_path, c
     assert np.allclose(shift.numpy(), list(bias["offsets"].values()), atol=1e-6)
     assert all(torch.equal(state[k], src_state[k]) for k in state if k != layer)
 
+    # Tuning the tuned file again records the total offset its bias carries, not only the last step.
+    again = tmp_path / "again.safetensors"
+    assert main(["tune-bias", "--model", str(out), "--data", "folder", "--root", str(data),
+                 "--split", "train", "--every", "1", "--out", str(again)]) == 0
+    state2, _, _, info2 = load_weights(again)
+    total = (state2[layer] - src_state[layer]).numpy()
+    assert np.allclose(total, list(info2["class_bias"]["offsets"].values()), atol=1e-6)
+
 
 def test_tune_bias_bad_output_is_one_line(tiny_enet, tmp_path, capsys):
     data = tiny_enet.parents[1] / "data"

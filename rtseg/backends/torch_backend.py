@@ -62,11 +62,16 @@ class TorchBackend(Backend):
              channels_last: bool | None = None) -> "TorchBackend":
         from rtseg.zoo import load_model
 
-        lm = load_model(spec)
+        return cls.from_loaded(load_model(spec), str(spec), device, precision, channels_last)
+
+    @classmethod
+    def from_loaded(cls, lm, source: str, device: str = "cpu", precision: str = "fp32",
+                    channels_last: bool | None = None) -> "TorchBackend":
+        """Wraps a :class:`rtseg.zoo.LoadedModel` (its module is used, not copied)."""
         p, d = lm.preset, lm.dataset
         meta = ModelMeta(p.name, list(d.class_names), [list(c) for c in d.colors], list(p.mean),
                          list(p.std), (int(p.input_size[0]), int(p.input_size[1])), d.ignore_index,
-                         source=str(spec))
+                         source=source)
         return cls(lm.model, meta, device, precision, channels_last)
 
     @torch.inference_mode()
