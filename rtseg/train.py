@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class TrainConfig:
     grad_clip: float | None = None              # max global gradient norm; None = no clipping
     out: str = "runs"
     init_from: str | None = None                # weights file: copy every tensor whose name and shape match
-    train_options: dict = field(default_factory=dict)  # architecture options used only in training
+    train_options: dict = field(default_factory=dict)  # architecture options of this run; its weight files record them
     iters_per_epoch: int | None = None          # cap (for smoke tests); None = whole dataset
     stop_after: int | None = None               # end this run after that epoch; the lr schedule still spans `epochs`
     val_limit: int | None = None                # score only the first N val images (smoke tests)
@@ -192,6 +192,10 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     val_ds = build_dataset(data_name, cfg.root, cfg.val_split, **ds_kw)
     torch.manual_seed(cfg.seed)
     model = build_from_preset(preset, dcfg.num_classes, **cfg.train_options)
+    # The weight files record the network as trained and validated here, so a run's best file
+    # loaded by path runs the same way (e.g. ENet stages 1-2: `upsample: unpool` under a bilinear
+    # preset). Shipped weights loaded by name still take the preset's own options.
+    trained = replace(preset, options={**preset.options, **cfg.train_options})
     if cfg.init_from:
         _init_from(model, cfg.init_from)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -284,7 +288,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
                 state["best_miou"] = result["miou"]
                 info = {"val_miou": result["miou"], "epoch": epoch + 1, "train_seconds": round(state["elapsed"]),
                         "train_config": asdict(cfg)}
-                save_weights(run_dir / "best.safetensors", eval_model, preset, dcfg, info)
+                save_weights(run_dir / "best.safetensors", eval_model, trained, dcfg, info)
             print(f"\nepoch {epoch + 1}: loss {record['loss']:.4f}  val mIoU {result['miou']:.4f} "
                   f"(best {state['best_miou']:.4f})", flush=True)
         state["history"].append(record)

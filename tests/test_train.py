@@ -266,3 +266,17 @@ def test_stop_after_keeps_the_long_schedule(tmp_path):
     fit(cfg, progress=False)
     history = json.loads((tmp_path / "smoke" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_weight_files_record_the_options_the_run_trained_with(tmp_path):
+    """A run that overrides an option that changes inference (ENet stages 1-2: max-unpooling
+    under the bilinear preset) writes weights that load by path as they were validated."""
+    _subset(tmp_path / "data")
+    cfg = _cfg(tmp_path, 1)
+    cfg.val_every, cfg.iters_per_epoch, cfg.val_limit = 1, 1, 1
+    cfg.train_options = {"upsample": "unpool"}
+    fit(cfg, progress=False)
+    _, preset, _, _ = load_weights(tmp_path / "smoke" / "best.safetensors")
+    assert preset.options["upsample"] == "unpool"
+    assert load_model(str(tmp_path / "smoke" / "best.safetensors")).model.upsample == "unpool"
+    assert load_model("enet_camvid").model.upsample == "bilinear"  # the shipped preset is unchanged
