@@ -1,8 +1,8 @@
 """``rtseg tune-bias --model M --root DIR --split train --out W.safetensors``: per-class logit
 offsets tuned for mIoU on labelled (training) frames, folded into the model's last bias.
 
-Example (how the shipped ENet's offsets were made; see configs/train/enet_camvid_stage3.yaml):
-    rtseg tune-bias --model runs/enet_camvid_stage3/best.safetensors --data camvid \\
+Example (how the shipped ENet's offsets were made; see configs/train/enet_camvid_stage4.yaml):
+    rtseg tune-bias --model runs/enet_camvid_stage4/best.safetensors --data camvid \\
         --root ../shared/data/camvid --split train --out rtseg/weights/enet_camvid.safetensors
 """
 from __future__ import annotations
