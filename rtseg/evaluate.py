@@ -71,6 +71,7 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
                  scales: Sequence[float], flip: bool, json_path: str | None, limit: int | None) -> dict:
     """``rtseg eval``: prints the per-class table and summary, optionally writes JSON."""
     import json
+    import math
     from pathlib import Path
 
     from rtseg.backends import open_backend
@@ -91,10 +92,15 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
           f"({min(limit or len(dataset), len(dataset))} images)  size {used[0]}x{used[1]}  "
           f"scales {','.join(f'{s:g}' for s in scales)}  flip {flip}")
     if json_path:
-        out = {"miou": result["miou"], "pixel_acc": result["pixel_acc"], "mean_acc": result["mean_acc"],
-               "fwiou": result["fwiou"], "dice": result["mean_dice"],
-               "iou": dict(zip(meta.class_names, result["iou"])),
-               "dice_per_class": dict(zip(meta.class_names, result["dice"])),
+        # JSON has no NaN (a class absent from the frames has none): write null, as `rtseg batch` does.
+        clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
+        per_class = lambda key: {n: clean(v) for n, v in zip(meta.class_names, result[key])}  # noqa: E731
+        out = {"miou": clean(result["miou"]), "pixel_acc": clean(result["pixel_acc"]),
+               "mean_acc": clean(result["mean_acc"]), "fwiou": clean(result["fwiou"]),
+               "dice": clean(result["mean_dice"]),
+               "iou": per_class("iou"), "dice_per_class": per_class("dice"), "acc_per_class": per_class("acc"),
+               # Pixel counts, rows = ground truth, columns = prediction, in class_names order.
+               "class_names": list(meta.class_names), "confusion": result["confusion"],
                "model": model, "runtime": backend.runtime, "precision": meta.precision,
                "data": data, "root": str(root), "split": split, "images": min(limit or len(dataset), len(dataset)),
                "size": list(used), "scales": list(scales), "flip": flip}

@@ -98,6 +98,8 @@ class ConfusionMatrix:
               pixels) * IoU_c.
             - ``dice``: per-class Dice / F1 list, 2TP / (2TP + FP + FN); NaN where IoU is NaN.
             - ``mean_dice``: mean of ``dice`` with the same exclusion as ``miou``.
+            - ``confusion``: the counts themselves, rows = ground truth, columns = prediction
+              (what a class's missed pixels became: its row off the diagonal).
 
             Every value is NaN when no pixel has been counted.
         """
@@ -126,6 +128,7 @@ class ConfusionMatrix:
             "fwiou": fwiou,
             "dice": dice.tolist(),
             "mean_dice": _nanmean(dice),
+            "confusion": self.matrix.long().tolist(),
         }
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,12 +81,21 @@ def test_eval_command_writes_json(run, tmp_path, capsys):
                  "--limit", "2", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "Bicyclist" in table and "mean" in table
-    data = json.loads(out.read_text())
+    # Strict JSON: a NaN (class absent from the frames) must be written as null.
+    data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     for key in ("miou", "pixel_acc", "mean_acc", "fwiou", "dice"):
         assert 0 <= data[key] <= 1
     assert set(data["iou"]) == {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
                                 "Fence", "Car", "Pedestrian", "Bicyclist"}
     assert data["size"] == [360, 480] and data["images"] == 2
+    # The confusion matrix is the one the figures came from: recomputing them from it agrees.
+    cm = np.array(data["confusion"], dtype=np.float64)
+    assert cm.shape == (11, 11) and cm.sum() > 0 and data["class_names"][2] == "Pole"
+    tp, gt, pr = np.diag(cm), cm.sum(1), cm.sum(0)
+    assert data["pixel_acc"] == pytest.approx(tp.sum() / cm.sum())
+    seen = gt + pr - tp > 0
+    assert data["miou"] == pytest.approx(np.mean(tp[seen] / (gt + pr - tp)[seen]))
+    assert data["acc_per_class"]["Road"] == pytest.approx(tp[3] / gt[3])
 
 
 def test_eval_multiscale_flip_runs(run, capsys):

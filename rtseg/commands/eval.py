@@ -15,7 +15,8 @@ def register(sub) -> None:
     p.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
     p.add_argument("--scales", type=floats_arg, default=[1.0], help="multi-scale TTA, e.g. 0.75,1,1.25")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs (TTA)")
-    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--json", help="write the results to this JSON file: mIoU, pixel and mean accuracy, "
+                   "FWIoU, Dice, per-class IoU / Dice / recall (fractions in 0..1) and the confusion matrix (pixels)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.set_defaults(func=run)
 
