@@ -16,6 +16,25 @@ def test_every_model_preset_loads_and_names_a_known_architecture():
         load_dataset_config(p.dataset)
 
 
+def test_every_training_recipe_loads():
+    # The recipes behind the shipped weights (and the experiments the README reports) must stay
+    # runnable as the code moves: known keys, a known preset and classes, options the network takes.
+    from pathlib import Path
+
+    from rtseg.train import _class_ids, load_train_config
+    from rtseg.zoo import build_from_preset
+
+    files = sorted(Path(__file__).resolve().parents[1].joinpath("configs", "train").glob("*.yaml"))
+    assert len(files) >= 4
+    for f in files:
+        cfg = load_train_config(str(f))
+        assert cfg.name == f.stem, f
+        preset = load_preset(cfg.preset)
+        dcfg = load_dataset_config(preset.dataset)
+        _class_ids(cfg.focus_classes, dcfg.class_names)
+        build_from_preset(preset, dcfg.num_classes, pretrained=False, **cfg.train_options)
+
+
 def test_every_architecture_has_a_preset():
     archs = {load_preset(n).arch for n in list_configs("models")}
     assert archs == set(available())
