@@ -71,11 +71,10 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
                  scales: Sequence[float], flip: bool, json_path: str | None, limit: int | None) -> dict:
     """``rtseg eval``: prints the per-class table and summary, optionally writes JSON."""
     import json
-    import math
     from pathlib import Path
 
     from rtseg.backends import open_backend
-    from rtseg.metrics import format_table
+    from rtseg.metrics import format_table, json_value
     from rtseg.errors import RtsegError
 
     backend = open_backend(model)
@@ -92,12 +91,10 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
           f"({min(limit or len(dataset), len(dataset))} images)  size {used[0]}x{used[1]}  "
           f"scales {','.join(f'{s:g}' for s in scales)}  flip {flip}")
     if json_path:
-        # JSON has no NaN (a class absent from the frames has none): write null, as `rtseg batch` does.
-        clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731
-        per_class = lambda key: {n: clean(v) for n, v in zip(meta.class_names, result[key])}  # noqa: E731
-        out = {"miou": clean(result["miou"]), "pixel_acc": clean(result["pixel_acc"]),
-               "mean_acc": clean(result["mean_acc"]), "fwiou": clean(result["fwiou"]),
-               "dice": clean(result["mean_dice"]),
+        per_class = lambda key: {n: json_value(v) for n, v in zip(meta.class_names, result[key])}  # noqa: E731
+        out = {"miou": json_value(result["miou"]), "pixel_acc": json_value(result["pixel_acc"]),
+               "mean_acc": json_value(result["mean_acc"]), "fwiou": json_value(result["fwiou"]),
+               "dice": json_value(result["mean_dice"]),
                "iou": per_class("iou"), "dice_per_class": per_class("dice"), "acc_per_class": per_class("acc"),
                # Pixel counts, rows = ground truth, columns = prediction, in class_names order.
                "class_names": list(meta.class_names), "confusion": result["confusion"],

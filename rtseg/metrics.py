@@ -137,6 +137,12 @@ def merge(a: ConfusionMatrix, b: ConfusionMatrix) -> ConfusionMatrix:
     return a + b
 
 
+def json_value(v):
+    """``v`` with NaN (a score of a class that no frame had) as None: JSON has no NaN, and Python's
+    ``json`` would write a bare ``NaN`` token that strict parsers reject."""
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
 def _nanmean(x: torch.Tensor) -> float:
     """Mean over non-NaN entries; NaN (without numpy's warning) when there are none."""
     ok = ~torch.isnan(x)

@@ -120,3 +120,10 @@ def test_format_table():
     assert len({len(line) for line in per_class}) == 1
     with pytest.raises(ValueError):
         format_table(r, ["road"])
+
+
+def test_json_value_turns_nan_into_null():
+    from rtseg.metrics import json_value
+
+    assert json_value(float("nan")) is None
+    assert json_value(0.25) == 0.25 and json_value(3) == 3 and json_value(None) is None

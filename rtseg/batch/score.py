@@ -7,14 +7,13 @@ have (tiles, CRF).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rtseg.errors import RtsegError
-from rtseg.metrics import ConfusionMatrix
+from rtseg.metrics import ConfusionMatrix, json_value
 
 
 def load_labels(data: str, root: str | Path, split: str, ignore_index: int):
@@ -70,11 +69,10 @@ def score_masks(mask_dir: str | Path, dataset, class_names: list[str], ignore_in
     if not scored:
         raise RtsegError(f"no mask in {mask_dir} matches an image of the scored split")
     result = cm.compute()
-    clean = lambda v: None if math.isnan(v) else v  # noqa: E731  (JSON has no NaN)
     return {"images": scored, "missing": missing,
-            "miou": clean(result["miou"]), "pixel_acc": clean(result["pixel_acc"]),
-            "mean_acc": clean(result["mean_acc"]),
-            "iou": {name: clean(v) for name, v in zip(class_names, result["iou"])}}
+            "miou": json_value(result["miou"]), "pixel_acc": json_value(result["pixel_acc"]),
+            "mean_acc": json_value(result["mean_acc"]),
+            "iou": {name: json_value(v) for name, v in zip(class_names, result["iou"])}}
 
 
 __all__ = ["load_labels", "score_masks"]
