@@ -50,7 +50,7 @@ def bad_source(case, tmp_path):
     ("not_a_video", "cannot open video"),
     ("zero_frames", "no decodable frame"),
     ("empty_folder", "no images"),
-    ("camera", "camera 9 is not available"),
+    ("camera", "error: camera 9 is not available"),
 ])
 def test_bad_sources(case, message, tmp_path, capsys):
     code, err = rtseg_run(capsys, "--source", str(bad_source(case, tmp_path)), "--model", "nosuchmodel",
@@ -58,6 +58,14 @@ def test_bad_sources(case, message, tmp_path, capsys):
     # The source is checked before the model: its error comes first.
     assert code == 2 and err.startswith("rtseg run: error:") and message in err and "\n" not in err
     assert not (tmp_path / "o" / "out.mp4").exists()
+
+
+def test_unreachable_stream_names_it_without_its_password(tmp_path, capsys):
+    # Port 9 on localhost is closed on any test machine: the connection is refused at once.
+    url = "rtsp://user:secret@127.0.0.1:9/cam"
+    code, err = rtseg_run(capsys, "--source", url, "--model", "nosuchmodel")
+    assert code == 2 and "\n" not in err
+    assert "error: stream rtsp://user:***@127.0.0.1:9/cam is not available" in err and "secret" not in err
 
 
 def test_unknown_model_and_class(fake_backend, capsys):

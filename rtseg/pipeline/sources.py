@@ -193,8 +193,9 @@ class LiveSource(Source):
         with quiet_stderr():
             self.cap = self._open()
         if self.cap is None:
-            what = "camera" if isinstance(target, int) else "stream"
-            raise SourceError(f"{what} {self.description} is not available (cannot open it)")
+            # A camera's description already says "camera N"; a URL needs the word.
+            what = self.description if isinstance(target, int) else f"stream {self.description}"
+            raise SourceError(f"{what} is not available (cannot open it)")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
         self.reconnects = 0
