@@ -34,13 +34,16 @@ def _atomic_target(path: Path) -> Path:
 def save_weights(path: str | Path, model: nn.Module, preset: ModelPreset, dataset: DatasetConfig,
                  info: dict[str, Any] | None = None) -> Path:
     """Writes ``model``'s state dict with its preset, classes and ``info`` (e.g. val mIoU)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     tmp = _atomic_target(path)
     meta = {"preset": asdict(preset), "dataset": asdict(dataset), "info": info or {}}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"rtseg": json.dumps(meta)})
+    # Serialised in memory and written with open(): safetensors' save_file creates its file
+    # mode 0600 whatever the umask, so weights for a shared machine or a container came out
+    # readable by their owner only.
+    tmp.write_bytes(save(state, metadata={"rtseg": json.dumps(meta)}))
     os.replace(tmp, path)
     return path
 

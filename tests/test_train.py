@@ -1,6 +1,7 @@
 """A short real training run on CamVid frames, resume, self-describing weights, `rtseg eval`."""
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from rtseg.checkpoint import CheckpointError, load_state, load_weights
+from rtseg.checkpoint import CheckpointError, load_state, load_weights, save_weights
 from rtseg.cli import main
+from rtseg.config import load_dataset_config, load_preset
 from rtseg.train import TrainConfig, fit
 from rtseg.zoo import load_model
 
@@ -62,6 +64,18 @@ def test_best_weights_describe_themselves(run):
     assert info["train_config"]["preset"] == "enet_camvid"
     lm = load_model(str(tmp / "smoke" / "best.safetensors"))
     assert not lm.model.training
+
+
+def test_weight_files_follow_the_umask(tmp_path):
+    # safetensors' own save_file makes 0600 files; weights are written so the umask decides.
+    old = os.umask(0o022)
+    try:
+        path = save_weights(tmp_path / "w.safetensors", torch.nn.Linear(2, 2), load_preset("enet_camvid"),
+                            load_dataset_config("camvid"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 
 
 def test_resume_continues_from_last_epoch(run):
