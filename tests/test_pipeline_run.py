@@ -154,6 +154,39 @@ def test_pipeline_benchmark_reports_every_mode(fake_backend, tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["frames"] == 6
     table = format_benchmark(r)
     assert "naive loop" in table and "speed-up over naive" in table
+    assert set(r["cpu_steal"]) == {"model_only", "naive", "pipeline", "live"}
+    if r["cpu_steal"]["pipeline"] is not None:  # Linux
+        assert 0 <= r["cpu_steal"]["pipeline"] <= 1 and "stolen by the hypervisor" in table
+
+
+def test_steal_share_from_proc_stat(tmp_path):
+    from rtseg.cpustat import StealMeter, parse_cpu_line
+
+    line = "cpu  {} 0 100 {} 0 0 0 {} 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\nintr 5\n"
+    assert parse_cpu_line(line.format(600, 200, 100)) == (100, 1000)
+    assert parse_cpu_line("cpu  1 2 3 4\n") is None  # kernels before 2.6.11 had no steal field
+    stat = tmp_path / "stat"
+    stat.write_text(line.format(600, 200, 100))
+    meter = StealMeter(stat)
+    stat.write_text(line.format(1400, 400, 500))  # +800 user, +200 idle, +400 steal of +1400
+    assert meter.share() == pytest.approx(400 / 1400, abs=1e-4)
+    assert StealMeter(tmp_path / "absent").share() is None
+
+
+def test_benchmark_report_flags_a_disturbed_run():
+    base = {"model": "m", "runtime": "torch", "precision": "fp32", "size": [90, 160], "source": "c.mp4",
+            "frames": 6, "frame_size": [540, 960], "threads": 2, "postprocess_ms": {},
+            "ratio_end_to_end_model_only": 0.9, "speedup_over_naive": 1.0}
+    lat = {"fps": 5.0, "latency_ms": {"p50": 1.0, "p99": 2.0}}
+    base.update(model_only=lat, naive=lat, pipeline=lat,
+                live={**lat, "source_fps": 25, "dropped": 1, "frames": 5})
+    quiet = format_benchmark({**base, "cpu_steal": {"model_only": 0.001, "naive": 0.002, "pipeline": 0.003,
+                                                    "live": 0.0}})
+    assert "pipeline 0.3%" in quiet and "re-run on a quieter host" not in quiet
+    noisy = format_benchmark({**base, "cpu_steal": {"model_only": 0.001, "naive": 0.002, "pipeline": 0.06,
+                                                    "live": None}})
+    assert "pipeline 6.0%" in noisy and "re-run on a quieter host" in noisy and "live" not in noisy.splitlines()[-1]
+    assert "stolen" not in format_benchmark({**base, "cpu_steal": {"model_only": None}})
 
 
 def test_h264_through_imageio_ffmpeg(fake_backend, tmp_path):

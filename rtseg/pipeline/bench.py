@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rtseg.cpustat import StealMeter
 from rtseg.pipeline import stages
 from rtseg.pipeline.app import RunOptions, run, write_json
 from rtseg.pipeline.overlay import Renderer, Style
@@ -29,6 +30,9 @@ from rtseg.pipeline.stats import Stats, percentiles
 from rtseg.progress import Progress, notice
 
 DEFAULT_CLIP = "../shared/data/video/highway_960x540_25fps.mp4"
+# Steal share above which the report says the run was disturbed: the development VM's quiet runs
+# had under 1 %, its busy ones 5-6 %.
+STEAL_WARN = 0.02
 
 
 class ReplaySource(Source):
@@ -144,14 +148,21 @@ def pipeline_benchmark(model: str | None = None, source: str = DEFAULT_CLIP, fra
         n = max(10, min(total or 50, 50))
         if not quiet:
             notice(f"model only: {warmup} warm-up + {n} runs")
+        steal = {}
+        meter = StealMeter()
         model_only = _model_only(backend, tensor, n, warmup)
+        steal["model_only"] = meter.share()
         post = _postprocess_cost(backend, tensor, first.shape[:2])
         with tempfile.TemporaryDirectory(prefix="rtseg-bench-") as tmp:
+            meter = StealMeter()
             naive = _naive(backend, source, total, size, Path(tmp) / "naive.mp4", quiet)
+            steal["naive"], meter = meter.share(), StealMeter()
             piped = run(RunOptions(source=source, max_frames=total, output=str(Path(tmp) / "pipeline.mp4"),
                                    size=size, quiet=quiet), backend=backend)
+            steal["pipeline"], meter = meter.share(), StealMeter()
             live = run(RunOptions(source=source, output=str(Path(tmp) / "live.mp4"), size=size, quiet=quiet),
                        backend=backend, source=ReplaySource(source, total))
+            steal["live"] = meter.share()
     finally:
         torch.set_num_threads(saved_threads)
     used = size or backend.meta.input_size
@@ -167,6 +178,8 @@ def pipeline_benchmark(model: str | None = None, source: str = DEFAULT_CLIP, fra
         "ratio_end_to_end_model_only": round(piped["fps"] / model_only["fps"], 3),
         "speedup_over_naive": round(piped["fps"] / naive["fps"], 3) if naive["fps"] else 0.0,
         "postprocess_ms": post,
+        # Hypervisor steal during each measurement (share of CPU time; None off Linux).
+        "cpu_steal": steal,
     }
     if json_path:
         write_json(json_path, result)
@@ -194,4 +207,10 @@ def format_benchmark(r: dict) -> str:
                      f"(boundary pixels only; {p['dense_bilinear_argmax']:.1f} ms upsampling every class), "
                      f"argmax + nearest resize {p['argmax_nearest']:.1f} ms "
                      f"({100 * p['pixels_differing']:.1f}% of pixels differ)")
+    steal = r.get("cpu_steal") or {}
+    if any(v is not None for v in steal.values()):
+        shares = "  ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in steal.items() if v is not None)
+        lines.append(f"CPU time stolen by the hypervisor: {shares}"
+                     + ("  (above ~2% this run's figures vary; re-run on a quieter host)"
+                        if max(v for v in steal.values() if v is not None) > STEAL_WARN else ""))
     return "\n".join(lines)
