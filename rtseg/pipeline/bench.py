@@ -211,6 +211,6 @@ def format_benchmark(r: dict) -> str:
     if any(v is not None for v in steal.values()):
         shares = "  ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in steal.items() if v is not None)
         lines.append(f"CPU time stolen by the hypervisor: {shares}"
-                     + ("  (above ~2% this run's figures vary; re-run on a quieter host)"
+                     + (f"  (above {100 * STEAL_WARN:g}% the figures vary; re-run on a quieter host)"
                         if max(v for v in steal.values() if v is not None) > STEAL_WARN else ""))
     return "\n".join(lines)
