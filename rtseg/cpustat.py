@@ -38,18 +38,21 @@ def read_counters(path: Path = PROC_STAT) -> tuple[int, int] | None:
 
 
 class StealMeter:
-    """Share of CPU time stolen between construction and :meth:`share`."""
+    """Share of CPU time stolen per lap: from construction to the first :meth:`lap`, then from
+    each lap to the next."""
 
     def __init__(self, path: Path = PROC_STAT):
         self.path = path
         self.start = read_counters(path)
 
-    def share(self) -> float | None:
-        """Stolen / all CPU time since the start, in 0..1; None where it cannot be read."""
+    def lap(self) -> float | None:
+        """Stolen / all CPU time since the last lap, in 0..1 (None where it cannot be read);
+        starts the next lap."""
         end = read_counters(self.path)
-        if self.start is None or end is None or end[1] <= self.start[1]:
+        start, self.start = self.start, end
+        if start is None or end is None or end[1] <= start[1]:
             return None
-        return round((end[0] - self.start[0]) / (end[1] - self.start[1]), 4)
+        return round((end[0] - start[0]) / (end[1] - start[1]), 4)
 
 
 __all__ = ["StealMeter", "parse_cpu_line", "read_counters"]

@@ -169,8 +169,11 @@ def test_steal_share_from_proc_stat(tmp_path):
     stat.write_text(line.format(600, 200, 100))
     meter = StealMeter(stat)
     stat.write_text(line.format(1400, 400, 500))  # +800 user, +200 idle, +400 steal of +1400
-    assert meter.share() == pytest.approx(400 / 1400, abs=1e-4)
-    assert StealMeter(tmp_path / "absent").share() is None
+    assert meter.lap() == pytest.approx(400 / 1400, abs=1e-4)
+    assert meter.lap() is None  # no time has passed in the second lap
+    stat.write_text(line.format(1500, 500, 500))
+    assert meter.lap() == 0.0  # the second lap starts where the first ended
+    assert StealMeter(tmp_path / "absent").lap() is None
 
 
 def test_benchmark_report_flags_a_disturbed_run():
