@@ -152,7 +152,7 @@ def collect(backend, dataset, every: int = 1, stride: int = 2) -> tuple[torch.Te
 
 
 def tune_bias_command(model: str, data: str, root: str, split: str, out: str, every: int = 3,
-                      log=print) -> BiasResult:
+                      log=print, exclude_sequences=None) -> BiasResult:
     """``rtseg tune-bias``: tunes offsets on ``split`` and writes ``model`` with them folded in.
 
     The output is an ordinary weight file (same preset and classes) whose info records the
@@ -176,7 +176,7 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
         raise RtsegError(f"cannot write {out}: folder not writable")
     loaded = load_model(model)
     backend = TorchBackend.from_loaded(loaded, model)
-    dataset = labelled_dataset(data, root, split, backend.meta.ignore_index)
+    dataset = labelled_dataset(data, root, split, backend.meta.ignore_index, exclude_sequences=exclude_sequences)
     n = len(range(0, len(dataset), every))
     log(f"collecting logits of {n} {data}:{split} images (1 in {every})")
     logits, labels = collect(backend, dataset, every)
@@ -190,7 +190,7 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
     before = loaded.info.get("class_bias", {}).get("offsets", {})
     total = {c: before.get(c, 0.0) + v for c, v in zip(names, result.offsets)}
     info = {**loaded.info, "class_bias": {
-        "offsets": total, "layer": layer, "tuned_on": f"{data}:{split}",
+        "offsets": total, "layer": layer, "tuned_on": f"{data}:{split}", "drives": dataset.sequences(),
         "images": n, "every": every, "miou_before": result.miou_before, "miou_after": result.miou_after}}
     try:
         save_weights(out, backend.model, loaded.preset, loaded.dataset, info)

@@ -56,19 +56,23 @@ def evaluate(backend: Backend, dataset, size: tuple[int, int] | None = None,
     return cm.compute()
 
 
-def labelled_dataset(data: str, root: str, split: str, ignore_index: int):
+def labelled_dataset(data: str, root: str, split: str, ignore_index: int, sequences=None,
+                     exclude_sequences=None):
     """The ``data`` loader's ``split`` with labels as a model of ``ignore_index`` scores them:
-    Cityscapes label ids go through the official train-id table, other datasets keep theirs."""
+    Cityscapes label ids go through the official train-id table, other datasets keep theirs.
+    ``sequences`` / ``exclude_sequences`` keep or drop whole drives (see ``rtseg.data``)."""
     from rtseg.config import load_dataset_config
     from rtseg.data import build_dataset
 
+    drives = {"sequences": sequences, "exclude_sequences": exclude_sequences}
     if data == "cityscapes":
-        return build_dataset(data, root, split, label_map=load_dataset_config("cityscapes").label_map)
-    return build_dataset(data, root, split, ignore_index=ignore_index)
+        return build_dataset(data, root, split, label_map=load_dataset_config("cityscapes").label_map, **drives)
+    return build_dataset(data, root, split, ignore_index=ignore_index, **drives)
 
 
 def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, int] | None,
-                 scales: Sequence[float], flip: bool, json_path: str | None, limit: int | None) -> dict:
+                 scales: Sequence[float], flip: bool, json_path: str | None, limit: int | None,
+                 sequences: Sequence[str] | None = None, exclude_sequences: Sequence[str] | None = None) -> dict:
     """``rtseg eval``: prints the per-class table and summary, optionally writes JSON."""
     import json
     from pathlib import Path
@@ -79,7 +83,7 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
 
     backend = open_backend(model)
     meta = backend.meta
-    dataset = labelled_dataset(data, root, split, meta.ignore_index)
+    dataset = labelled_dataset(data, root, split, meta.ignore_index, sequences, exclude_sequences)
     if json_path:  # fail before the long part if the output cannot be written
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         if not Path(json_path).parent.is_dir():
@@ -87,7 +91,8 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
     result = evaluate(backend, dataset, size, scales, flip, limit)
     print(format_table(result, meta.class_names))
     used = size or meta.input_size
-    print(f"model {meta.name} ({backend.runtime}, {meta.precision})  data {data}:{split} "
+    drives = ",".join(dataset.sequences())
+    print(f"model {meta.name} ({backend.runtime}, {meta.precision})  data {data}:{split} [{drives}] "
           f"({min(limit or len(dataset), len(dataset))} images)  size {used[0]}x{used[1]}  "
           f"scales {','.join(f'{s:g}' for s in scales)}  flip {flip}")
     if json_path:
@@ -99,7 +104,7 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
                # Pixel counts, rows = ground truth, columns = prediction, in class_names order.
                "class_names": list(meta.class_names), "confusion": result["confusion"],
                "model": model, "runtime": backend.runtime, "precision": meta.precision,
-               "data": data, "root": str(root), "split": split, "images": min(limit or len(dataset), len(dataset)),
+               "data": data, "root": str(root), "split": split, "sequences": dataset.sequences(), "images": min(limit or len(dataset), len(dataset)),
                "size": list(used), "scales": list(scales), "flip": flip}
         tmp = Path(json_path).with_suffix(".json.tmp")
         try:

@@ -24,7 +24,7 @@ from rtseg.backends.base import ModelMeta
 from rtseg.backends.torch_backend import TorchBackend
 from rtseg.checkpoint import load_state, save_state, save_weights
 from rtseg.config import from_dict, load_dataset_config, load_preset, load_yaml
-from rtseg.data import build_dataset, train_transform
+from rtseg.data import build_dataset, split_parts, train_transform
 from rtseg.ema import ModelEMA
 from rtseg.errors import RtsegError
 from rtseg.evaluate import evaluate
@@ -42,11 +42,14 @@ class TrainConfig:
     preset: str                                 # configs/models/<preset>.yaml
     root: str = "../shared/data/camvid"         # dataset root
     data: str | None = None                     # loader (camvid | cityscapes | folder); default: the preset's dataset
-    train_split: str = "train"
-    val_split: str = "val"
+    train_split: str = "train"                  # a split, or several joined by '+' (train+val)
+    val_split: str = "val"                      # always scored and reported
+    holdout: str | None = None                  # a drive left out of training; checkpoints are picked on it
+    holdout_split: str = "train"                # where the held-out drive's labelled frames are
     crop_size: list[int] = field(default_factory=lambda: [360, 480])
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     jitter: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.3, 0.0])
+    appearance: dict = field(default_factory=dict)  # camera effects: gamma, blur, noise, jpeg (rtseg.data.transforms)
     focus_classes: list[str] = field(default_factory=list)  # class names crops are centred on (rare ones)
     focus_p: float = 0.0                        # share of crops centred on a focus class, when one is present
     epochs: int = 100
@@ -164,6 +167,23 @@ def _first_non_finite(model: nn.Module) -> str | None:
     return None
 
 
+def _scoring_sets(cfg: TrainConfig, data_name: str, ds_kw: dict) -> tuple[dict, str]:
+    """The labelled sets scored at each validation epoch, and the key that picks the best file.
+
+    With a held-out drive the pick is made on that drive (a road the weights never saw) and val
+    is reported beside it. Without one, val picks, unless val is part of the training split
+    (final weights on train+val): then nothing clean is left to pick on and the last scored
+    epoch is kept ("last").
+    """
+    sets = {"val": build_dataset(data_name, cfg.root, cfg.val_split, **ds_kw)}
+    if cfg.holdout:
+        sets = {"holdout": build_dataset(data_name, cfg.root, cfg.holdout_split, sequences=[cfg.holdout],
+                                         **ds_kw), **sets}
+        return sets, "holdout"
+    seen = set(split_parts(cfg.val_split)) & set(split_parts(cfg.train_split))
+    return sets, ("last" if seen else "val")
+
+
 def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     """Trains (or resumes) the run described by ``cfg``; returns the best validation result."""
     if cfg.threads:
@@ -185,11 +205,15 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
 
     def train_set(epoch: int):
         t = train_transform(cfg.crop_size, cfg.scale_range, preset.mean, preset.std,
-                            ignore_index=ignore, jitter=cfg.jitter, focus_classes=focus, focus_p=cfg.focus_p)
-        return build_dataset(data_name, cfg.root, cfg.train_split, t, seed=cfg.seed * 100_003 + epoch, **ds_kw)
+                            ignore_index=ignore, jitter=cfg.jitter, focus_classes=focus, focus_p=cfg.focus_p,
+                            appearance=cfg.appearance)
+        # The held-out drive is removed here, from every part of the split: none of its frames
+        # may reach a gradient step.
+        return build_dataset(data_name, cfg.root, cfg.train_split, t, seed=cfg.seed * 100_003 + epoch,
+                             exclude_sequences=[cfg.holdout] if cfg.holdout else None, **ds_kw)
 
     data_name = cfg.data or dcfg.name
-    val_ds = build_dataset(data_name, cfg.root, cfg.val_split, **ds_kw)
+    scoring, pick = _scoring_sets(cfg, data_name, ds_kw)
     torch.manual_seed(cfg.seed)
     model = build_from_preset(preset, dcfg.num_classes, **cfg.train_options)
     # The weight files record the network as trained and validated here, so a run's best file
@@ -282,15 +306,18 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
                              f"set grad_clip, or train without amp. last.pt still holds epoch {state['epoch']}")
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch:
             eval_model = (ema.module if ema is not None else model).eval()
-            result = evaluate(TorchBackend(eval_model, meta), val_ds, limit=cfg.val_limit, progress=False)
-            record["val_miou"] = result["miou"]
-            if result["miou"] > state["best_miou"]:
-                state["best_miou"] = result["miou"]
-                info = {"val_miou": result["miou"], "epoch": epoch + 1, "train_seconds": round(state["elapsed"]),
-                        "train_config": asdict(cfg)}
+            for key, ds in scoring.items():
+                record[f"{key}_miou"] = evaluate(TorchBackend(eval_model, meta), ds, limit=cfg.val_limit,
+                                                 progress=False)["miou"]
+            score = record["val_miou" if pick == "last" else f"{pick}_miou"]
+            if pick == "last" or score > state["best_miou"]:
+                state["best_miou"] = score
+                info = {**{k: v for k, v in record.items() if k.endswith("_miou")}, "picked_on": pick,
+                        "epoch": epoch + 1, "train_seconds": round(state["elapsed"]), "train_config": asdict(cfg)}
                 save_weights(run_dir / "best.safetensors", eval_model, trained, dcfg, info)
-            print(f"\nepoch {epoch + 1}: loss {record['loss']:.4f}  val mIoU {result['miou']:.4f} "
-                  f"(best {state['best_miou']:.4f})", flush=True)
+            scores = "  ".join(f"{k} mIoU {record[f'{k}_miou']:.4f}" for k in scoring)
+            print(f"\nepoch {epoch + 1}: loss {record['loss']:.4f}  {scores} "
+                  f"(best {pick} {state['best_miou']:.4f})", flush=True)
         state["history"].append(record)
         state["epoch"] = epoch + 1
         save_state(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),

@@ -21,6 +21,7 @@ def test_every_training_recipe_loads():
     # runnable as the code moves: known keys, a known preset and classes, options the network takes.
     from pathlib import Path
 
+    from rtseg.data.transforms import appearance_transforms
     from rtseg.train import _class_ids, load_train_config
     from rtseg.zoo import build_from_preset
 
@@ -32,6 +33,7 @@ def test_every_training_recipe_loads():
         preset = load_preset(cfg.preset)
         dcfg = load_dataset_config(preset.dataset)
         _class_ids(cfg.focus_classes, dcfg.class_names)
+        appearance_transforms(cfg.appearance)
         build_from_preset(preset, dcfg.num_classes, pretrained=False, **cfg.train_options)
 
 

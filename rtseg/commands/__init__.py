@@ -15,6 +15,14 @@ def size_arg(text: str) -> tuple[int, int]:
     return h, w
 
 
+def names_arg(text: str) -> list[str]:
+    """``0001TP,0006R0`` -> ['0001TP', '0006R0']."""
+    names = [v.strip() for v in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got '{text}'")
+    return names
+
+
 def floats_arg(text: str) -> list[float]:
     """``0.75,1,1.25`` -> [0.75, 1.0, 1.25]."""
     try:

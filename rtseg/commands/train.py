@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 
 def register(sub) -> None:
@@ -11,6 +12,9 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, help="override the number of epochs")
     p.add_argument("--root", help="override the dataset root")
     p.add_argument("--out", help="override the output folder (default runs/)")
+    p.add_argument("--holdout", metavar="DRIVE",
+                   help="leave this drive (file-stem prefix, e.g. CamVid's 0006R0) out of training and pick "
+                        "checkpoints on it; val is scored beside it. The run goes to <name>_holdout-<DRIVE>")
     p.set_defaults(func=run)
 
 
@@ -18,5 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from rtseg.train import fit, load_train_config
 
     cfg = load_train_config(args.config, epochs=args.epochs, root=args.root, out=args.out)
+    if args.holdout:
+        # Its own run folder: resuming a full-data run's last.pt under the protocol would mix the two.
+        cfg = replace(cfg, holdout=args.holdout, name=f"{cfg.name}_holdout-{args.holdout}")
     print(json.dumps(fit(cfg)))
     return 0

@@ -16,6 +16,9 @@ from rtseg.data.datasets import (
     pair_by_stem,
     read_image_rgb,
     read_mask,
+    select_sequences,
+    sequence_of,
+    split_parts,
 )
 from rtseg.data.transforms import (
     IMAGENET_MEAN,
@@ -34,7 +37,8 @@ from rtseg.data.transforms import (
 
 __all__ = [
     "DATASETS", "CamVid", "Cityscapes", "DatasetError", "FolderDataset", "SegDataset",
-    "build_dataset", "label_lut", "pair_by_stem", "read_image_rgb", "read_mask",
+    "build_dataset", "label_lut", "pair_by_stem", "read_image_rgb", "read_mask", "select_sequences",
+    "sequence_of", "split_parts",
     "IMAGENET_MEAN", "IMAGENET_STD", "ColorJitter", "Compose", "Normalize", "RandomCrop",
     "RandomHorizontalFlip", "RandomScale", "Resize", "ToTensor", "train_transform", "val_transform",
 ]

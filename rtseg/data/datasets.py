@@ -5,6 +5,11 @@ uint8 lookup table that maps stored label values to training labels. ``load_raw(
 untransformed RGB uint8 image and the mapped uint8 mask (for scoring at the original
 resolution); ``ds[i]`` runs the transform and returns ``(image, mask)`` tensors.
 
+Drives (sequences): a frame's drive is its file stem up to the first ``_`` (CamVid's
+``0006R0_f01890`` belongs to ``0006R0``). ``build_dataset(..., sequences=, exclude_sequences=)``
+keeps or drops whole drives, and a split may join several with ``+`` (``train+val``), so a
+recipe can be scored on a road it never trained on.
+
 Randomness: each dataset owns a :class:`numpy.random.Generator` that it passes to the transform.
 Inside a DataLoader worker it re-seeds that generator on first use from ``(seed,
 get_worker_info().seed)``; torch gives every worker a different seed, redrawn from the main
@@ -150,6 +155,13 @@ class SegDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def sequences(self) -> dict[str, int]:
+        """Frames per drive (see :func:`sequence_of`), sorted by drive name."""
+        counts: dict[str, int] = {}
+        for image, _ in self.files:
+            counts[sequence_of(image)] = counts.get(sequence_of(image), 0) + 1
+        return dict(sorted(counts.items()))
+
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Untransformed ``(RGB uint8 H x W x 3, mapped uint8 H x W mask)`` of sample ``index``."""
         image_path, mask_path = self.files[index]
@@ -265,6 +277,40 @@ class Cityscapes(SegDataset):
         super().__init__(files, transform, label_lut(label_map, ignore_index), seed)
 
 
+def sequence_of(path: str | Path) -> str:
+    """The drive a frame belongs to: its file stem up to the first ``_`` (the whole stem if none)."""
+    return Path(path).stem.split("_", 1)[0]
+
+
+def select_sequences(files: list[tuple[Path, Path]], sequences=None, exclude_sequences=None,
+                     where: str = "dataset") -> list[tuple[Path, Path]]:
+    """Keeps the pairs of the drives in ``sequences`` (all when ``None``) minus ``exclude_sequences``.
+
+    Raises:
+        DatasetError: a named drive has no frame in ``files`` (a typo would otherwise select
+            nothing or exclude nothing, silently), or nothing is left.
+    """
+    present = sorted({sequence_of(i) for i, _ in files})
+    for names in (sequences, exclude_sequences):
+        unknown = [n for n in names or () if n not in present]
+        if unknown:
+            raise DatasetError(f"{where} has no drive {', '.join(unknown)}; its drives are {', '.join(present)}")
+    keep = set(present if sequences is None else sequences) - set(exclude_sequences or ())
+    kept = [pair for pair in files if sequence_of(pair[0]) in keep]
+    if not kept:
+        raise DatasetError(f"no frames of {where} are left after selecting drives "
+                           f"(sequences={list(sequences or [])}, exclude_sequences={list(exclude_sequences or [])})")
+    return kept
+
+
+def split_parts(split: str) -> list[str]:
+    """``train+val`` -> ``['train', 'val']``."""
+    parts = [p.strip() for p in str(split).split("+")]
+    if not all(parts):
+        raise DatasetError(f"invalid split '{split}': join split names with '+', e.g. train+val")
+    return parts
+
+
 def _folder(root: str | Path, split: str, transform: Callable | None = None, **kw) -> FolderDataset:
     """``folder`` layout for :func:`build_dataset`: ``<root>/<split>/images`` and ``.../masks``."""
     return FolderDataset(Path(root) / split / "images", Path(root) / split / "masks", transform, **kw)
@@ -277,15 +323,27 @@ DATASETS: dict[str, Callable[..., SegDataset]] = {
 }
 
 
-def build_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None,
-                  **kw) -> SegDataset:
+def build_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None, *,
+                  sequences=None, exclude_sequences=None, **kw) -> SegDataset:
     """Builds dataset ``name`` (a key of :data:`DATASETS`) for ``split`` under ``root``.
 
-    ``kw`` goes to the constructor, e.g. ``label_map=`` for Cityscapes, ``ignore_index=`` or
-    ``seed=``. An unknown name raises DatasetError listing the valid ones.
+    Args:
+        split: one split, or several joined with ``+`` (``train+val``: all labelled CamVid frames).
+        sequences: keep only these drives (see :func:`sequence_of`); ``None`` keeps all.
+        exclude_sequences: drop these drives, e.g. the one a recipe is scored on.
+        kw: goes to the constructor, e.g. ``label_map=`` for Cityscapes, ``ignore_index=`` or
+            ``seed=``.
+
+    Raises:
+        DatasetError: an unknown dataset name (listing the valid ones), split or drive.
     """
     if name not in DATASETS:
         close = difflib.get_close_matches(name, list(DATASETS), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise DatasetError(f"unknown dataset '{name}'.{hint} Valid: {', '.join(DATASETS)}")
-    return DATASETS[name](root, split, transform, **kw)
+    parts = [DATASETS[name](root, part, transform, **kw) for part in split_parts(split)]
+    dataset = parts[0]
+    dataset.files = [pair for part in parts for pair in part.files]
+    if sequences is not None or exclude_sequences:
+        dataset.files = select_sequences(dataset.files, sequences, exclude_sequences, f"{name}:{split}")
+    return dataset

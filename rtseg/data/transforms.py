@@ -232,6 +232,126 @@ class ColorJitter:
         return f"ColorJitter({self.brightness}, {self.contrast}, {self.saturation}, {self.hue})"
 
 
+class RandomGamma:
+    """With probability ``p``, ``255 * (x / 255) ** g`` with ``g`` log-uniform in ``[lo, hi]``:
+    exposure and tone curves differ between cameras far more than a linear brightness factor
+    models (shadows lift or sink while highlights stay)."""
+
+    def __init__(self, lo: float = 0.7, hi: float = 1.5, p: float = 0.5):
+        if not 0 < lo <= hi:
+            raise ValueError(f"gamma range must satisfy 0 < lo <= hi, got {lo}, {hi}")
+        self.lo, self.hi, self.p = float(lo), float(hi), float(p)
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = _need_rng(rng, "RandomGamma")
+        if rng.random() >= self.p:
+            return image, mask
+        g = float(np.exp(rng.uniform(np.log(self.lo), np.log(self.hi))))
+        table = np.rint(255.0 * (np.arange(256) / 255.0) ** g).astype(np.uint8)
+        return table[image], mask  # one lookup per pixel
+
+    def __repr__(self) -> str:
+        return f"RandomGamma({self.lo}, {self.hi}, p={self.p})"
+
+
+class RandomBlur:
+    """With probability ``p``, a Gaussian blur of sigma uniform in ``(0.3, max_sigma]`` pixels:
+    defocus, a dirty windscreen and the softer optics of cheap dashcams."""
+
+    def __init__(self, max_sigma: float = 1.5, p: float = 0.3):
+        if max_sigma <= 0.3:
+            raise ValueError(f"max_sigma must exceed 0.3, got {max_sigma}")
+        self.max_sigma, self.p = float(max_sigma), float(p)
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = _need_rng(rng, "RandomBlur")
+        if rng.random() >= self.p:
+            return image, mask
+        sigma = float(rng.uniform(0.3, self.max_sigma))
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma), mask
+
+    def __repr__(self) -> str:
+        return f"RandomBlur(max_sigma={self.max_sigma}, p={self.p})"
+
+
+class RandomNoise:
+    """With probability ``p``, additive Gaussian noise of std uniform in ``[0, max_std]`` grey
+    levels per pixel and channel: sensor noise of small sensors at dusk."""
+
+    def __init__(self, max_std: float = 8.0, p: float = 0.3):
+        if max_std <= 0:
+            raise ValueError(f"max_std must be positive, got {max_std}")
+        self.max_std, self.p = float(max_std), float(p)
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = _need_rng(rng, "RandomNoise")
+        if rng.random() >= self.p:
+            return image, mask
+        std = float(rng.uniform(0.0, self.max_std))
+        noisy = image.astype(np.float32) + rng.standard_normal(image.shape, dtype=np.float32) * std
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), mask
+
+    def __repr__(self) -> str:
+        return f"RandomNoise(max_std={self.max_std}, p={self.p})"
+
+
+class RandomJpeg:
+    """With probability ``p``, a JPEG round trip at a quality uniform in ``[lo, hi]``: the block
+    and ringing artefacts of compressed dashcam and stream footage, which CamVid's PNGs lack."""
+
+    def __init__(self, lo: int = 30, hi: int = 90, p: float = 0.3):
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError(f"JPEG quality range must satisfy 1 <= lo <= hi <= 100, got {lo}, {hi}")
+        self.lo, self.hi, self.p = int(lo), int(hi), float(p)
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = _need_rng(rng, "RandomJpeg")
+        if rng.random() >= self.p:
+            return image, mask
+        quality = int(rng.integers(self.lo, self.hi + 1))
+        # The codec works on BGR; the round trip must come back in the channel order it went in.
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), mask
+
+    def __repr__(self) -> str:
+        return f"RandomJpeg({self.lo}, {self.hi}, p={self.p})"
+
+
+# ``appearance:`` keys of a training recipe -> the transform each builds (its arguments as a mapping).
+APPEARANCE = {"gamma": RandomGamma, "blur": RandomBlur, "noise": RandomNoise, "jpeg": RandomJpeg}
+
+
+def appearance_transforms(spec: dict | None) -> list[Transform]:
+    """``{"gamma": {"lo": 0.7, "hi": 1.5, "p": 0.5}, "jpeg": {...}}`` -> transforms in a fixed
+    order (tone, blur, noise, compression: the order a camera applies them).
+
+    Raises:
+        ValueError: an unknown key or argument (with a "did you mean" suggestion for keys).
+    """
+    import difflib
+    import inspect
+
+    spec = dict(spec or {})
+    for key in spec:
+        if key not in APPEARANCE:
+            close = difflib.get_close_matches(str(key), list(APPEARANCE), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"appearance: unknown key '{key}'{hint}; valid: {', '.join(APPEARANCE)}")
+    out = []
+    for key, cls in APPEARANCE.items():
+        if key in spec:
+            args = spec[key] or {}
+            allowed = list(inspect.signature(cls).parameters)
+            bad = [a for a in args if a not in allowed]
+            if bad:
+                raise ValueError(f"appearance.{key}: unknown argument {', '.join(bad)}; valid: {', '.join(allowed)}")
+            out.append(cls(**args))
+    return out
+
+
 class Resize:
     """Resizes to a fixed ``(h, w)``: bilinear for the image, nearest for the mask."""
 
@@ -288,8 +408,10 @@ def train_transform(crop_size: int | Sequence[int], scale_range: Sequence[float]
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *,
                     ignore_index: int, hflip: float = 0.5,
                     jitter: Sequence[float] | None = (0.3, 0.3, 0.3, 0.0),
-                    focus_classes: Sequence[int] = (), focus_p: float = 0.0) -> Compose:
-    """Standard training augmentation: scale, crop (pad), flip, colour jitter, normalize.
+                    focus_classes: Sequence[int] = (), focus_p: float = 0.0,
+                    appearance: dict | None = None) -> Compose:
+    """Standard training augmentation: scale, crop (pad), flip, colour jitter, camera appearance
+    (optional), normalize.
 
     Args:
         crop_size: ``(h, w)`` of the crops (an int for a square).
@@ -301,6 +423,8 @@ def train_transform(crop_size: int | Sequence[int], scale_range: Sequence[float]
         jitter: ``(brightness, contrast, saturation, hue)`` for :class:`ColorJitter`, or ``None``.
         focus_classes: class ids that :class:`RandomCrop` centres crops on with probability ``focus_p``.
         focus_p: probability of a rare-class crop (0 = uniform crops only).
+        appearance: gamma / blur / noise / JPEG settings (see :func:`appearance_transforms`),
+            applied after the colour jitter; ``None`` adds none.
     """
     h, w = _pair(crop_size, "crop_size")
     fill = [int(round(255 * m)) for m in mean]
@@ -308,6 +432,7 @@ def train_transform(crop_size: int | Sequence[int], scale_range: Sequence[float]
                            RandomHorizontalFlip(hflip)]
     if jitter is not None and any(jitter):
         ts.append(ColorJitter(*jitter))
+    ts += appearance_transforms(appearance)
     ts += [Normalize(mean, std), ToTensor()]
     return Compose(ts)
 
