@@ -4,8 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
-CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
-VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video" / "highway_960x540_25fps.mp4"
+from conftest import CAMVID, CLIP as VIDEO
 
 
 def camvid_subset(root: Path, n_train: int = 6, n_val: int = 4) -> Path:

@@ -1,8 +1,8 @@
 """Datasets, joint transforms and dataset configs.
 
-CamVid tests read the real frames in ``shared/data/camvid`` next to the repository (CI clones the
-repo beside ``shared/``); they fail, not skip, when it is absent. Everything else builds tiny
-fixtures in ``tmp_path``.
+CamVid tests read the real frames of the repository's fixture (``tests/data/camvid``); the one
+that checks the whole split's sizes reads ``shared/data/camvid`` beside the repository
+(``camvid_full``). Everything else builds tiny fixtures in ``tmp_path``.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import CAMVID, CAMVID_FULL
 from rtseg.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -35,14 +36,12 @@ from rtseg.data import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID = REPO.parent / "shared" / "data" / "camvid"
 CONFIGS = REPO / "configs" / "datasets"
 
 
 @pytest.fixture(scope="module")
 def camvid_root() -> Path:
-    if not (CAMVID / "train").is_dir():
-        pytest.fail(f"CamVid data expected at {CAMVID} (shared/ beside the repository)")
+    """The repository's 20-frame CamVid fixture (same layout and files as the real split)."""
     return CAMVID
 
 
@@ -104,10 +103,12 @@ def test_camvid_yaml():
 
 # --------------------------------------------------------------------------- CamVid (real data)
 
-def test_camvid_lengths(camvid_root):
-    assert len(CamVid(camvid_root, "train")) == 367
-    assert len(CamVid(camvid_root, "val")) == 101
-    ds = build_dataset("camvid", camvid_root, "val")
+@pytest.mark.camvid_full
+def test_camvid_lengths():
+    assert len(CamVid(CAMVID_FULL, "train")) == 367
+    assert len(CamVid(CAMVID_FULL, "val")) == 101
+    assert CamVid(CAMVID_FULL, "train").sequences() == {"0001TP": 62, "0006R0": 101, "0016E5": 204}
+    ds = build_dataset("camvid", CAMVID_FULL, "val")
     assert isinstance(ds, CamVid) and len(ds) == 101
     assert all(i.stem == m.stem for i, m in ds.files)
 

@@ -17,7 +17,7 @@ from rtseg.config import load_dataset_config, load_preset
 from rtseg.train import TrainConfig, fit
 from rtseg.zoo import load_model
 
-CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+from conftest import CAMVID
 
 
 def _subset(root: Path) -> Path:

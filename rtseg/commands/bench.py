@@ -42,7 +42,7 @@ def register(sub) -> None:
     s.add_argument("--root", help=f"its root (default {DEFAULT_ROOT} if present; 'none' skips mIoU)")
     s.add_argument("--split", default="val")
     s.add_argument("--limit", type=int, default=None, help="score the first N images (default: the whole split)")
-    s.add_argument("--video", help="clip for end-to-end FPS (default: the highway clip if present; 'none' skips)")
+    s.add_argument("--video", help="clip for end-to-end FPS (default: the sample clip that ships with rtseg; 'none' skips)")
     s.add_argument("--video-frames", type=int, default=60, help="frames of the clip to run (default 60)")
     s.add_argument("--calib", help="INT8 calibration frames, folder or video (default: ROOT/train)")
     s.add_argument("--calib-frames", type=int, default=32)
@@ -52,7 +52,7 @@ def register(sub) -> None:
     o = p.add_argument_group("--pipeline")
     o.add_argument("--model", help="shipped name or model file (default: deeplabv3plus_camvid)")
     o.add_argument("--source", default=None,
-                   help="video file (default: ../shared/data/video/highway_960x540_25fps.mp4)")
+                   help="video file (default: the sample clip that ships with rtseg)")
     o.add_argument("--frames", type=int, help="use the first N frames (default: the whole clip)")
     o.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
     o.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")

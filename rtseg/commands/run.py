@@ -1,6 +1,7 @@
 """``rtseg run --source video.mp4|0|rtsp://...|images/``: live segmentation overlay.
 
 Examples:
+    rtseg run                                     # the shipped sample clip, window-free, summary only
     rtseg run --source clip.mp4 --output out.mp4 --save-masks masks/ --json stats.json
     rtseg run --source 0 --show                   # webcam, newest frame only, window
     rtseg run --source "rtsp://cam/stream" --reconnect 5 --output rec.mp4
@@ -15,8 +16,9 @@ from rtseg.commands import size_arg
 def register(sub) -> None:
     p = sub.add_parser("run", help="segment a video, images, a webcam or a stream (threaded, real time)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True,
-                   help="video file, image file, folder or glob of images, webcam index (0), rtsp:// or http(s):// URL")
+    p.add_argument("--source", default="sample",
+                   help="video file, image file, folder or glob of images, webcam index (0), rtsp:// or http(s):// URL; "
+                        "default 'sample': the dashcam clip shipped with rtseg")
     p.add_argument("--model", default=None, help="shipped name or model file: .safetensors, .onnx, .xml, .engine (default: deeplabv3plus_camvid)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for .engine files)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
@@ -50,10 +52,11 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtseg.pipeline import DEFAULT_MODEL, RunOptions, format_summary
+    from rtseg.assets import resolve_source
     from rtseg.pipeline import run as run_pipeline
 
     summary = run_pipeline(RunOptions(
-        source=args.source, model=args.model or DEFAULT_MODEL, device=args.device, backend=args.backend,
+        source=resolve_source(args.source), model=args.model or DEFAULT_MODEL, device=args.device, backend=args.backend,
         precision=args.precision, calib=args.calib, output=args.output,
         save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
         max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rtseg.assets import SAMPLE_CLIP
 from rtseg.cpustat import StealMeter
 from rtseg.pipeline import stages
 from rtseg.pipeline.app import RunOptions, run, write_json
@@ -29,7 +30,7 @@ from rtseg.pipeline.sources import Frame, Source, SourceError, VideoFileSource, 
 from rtseg.pipeline.stats import Stats, percentiles
 from rtseg.progress import Progress, notice
 
-DEFAULT_CLIP = "../shared/data/video/highway_960x540_25fps.mp4"
+DEFAULT_CLIP = str(SAMPLE_CLIP)  # the dashcam clip that ships with rtseg
 # Steal share above which the report says the run was disturbed: the development VM's quiet runs
 # had under 1 %, its busy ones 5-6 %.
 STEAL_WARN = 0.02

@@ -28,8 +28,8 @@ def default_options(models: Sequence[str] | None = None, sizes: Sequence[tuple[i
                     **rest) -> SweepOptions:
     """:class:`SweepOptions` with the defaults of a bare ``rtseg bench`` filled in.
 
-    Defaults are only taken when they exist on this machine (CamVid beside a checkout, the highway
-    clip); a path the user named that does not exist is an error, not a silent skip.
+    Defaults are only taken when they exist on this machine (CamVid beside a checkout; the sample
+    clip always ships); a path the user named that does not exist is an error, not a silent skip.
     """
     from rtseg.pipeline.bench import DEFAULT_CLIP
 
