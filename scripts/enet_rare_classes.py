@@ -1,4 +1,4 @@
-"""Why ENet missed CamVid's rare classes: the two checks quoted in the README's ENet card.
+"""Why ENet missed CamVid's rare classes: the two checks quoted in the ENet card in docs/models.md.
 
     # Can a fresh ENet fit all classes at all? Plain cross-entropy on 8 fixed train frames
     # (1/2 scale); prints the predicted pixels per class every 100 steps.

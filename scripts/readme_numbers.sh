@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Re-measures every number in the README on this machine; results land in results/<hostname>/.
-# Run from the repository root with CamVid and the highway clip in ../shared/data (see README).
+# Re-measures every number in docs/results.md on this machine; results land in results/<hostname>/.
+# Run from the repository root with CamVid and the sample clip (rtseg/assets).
 # Takes about 45-60 minutes on a 2-core CPU; nothing else should run meanwhile.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
@@ -21,13 +21,13 @@ rtseg batch --source "$DATA/camvid/val" --out "$OUT/batch_val" \
   --scales 0.75,1,1.25 --flip --score-root "$DATA/camvid" --score-split val --no-overlay | tail -3
 
 # 2. The pipeline: end-to-end vs model-only vs naive loop on the highway clip (default model, torch).
-rtseg bench --pipeline --source "$DATA/video/highway_960x540_25fps.mp4" --json "$OUT/pipeline.json" --quiet
+rtseg bench --pipeline --source "$CLIP" --json "$OUT/pipeline.json" --quiet
 
 # 3. The FPS / mIoU trade-off: shipped live models x CPU backends x precisions (table, CSV, JSON, plot).
-rtseg bench --root "$DATA/camvid" --video "$DATA/video/highway_960x540_25fps.mp4" --out "$OUT/bench" --quiet
+rtseg bench --root "$DATA/camvid" --video "$CLIP" --out "$OUT/bench" --quiet
 # ... and the batch model in each CPU runtime (its card's table).
 rtseg bench --models deeplabv3plus_hires_camvid --backends torch,onnxruntime,openvino --root "$DATA/camvid" \
-  --video "$DATA/video/highway_960x540_25fps.mp4" --out "$OUT/bench_batch_model" --quiet
+  --video "$CLIP" --out "$OUT/bench_batch_model" --quiet
 
 # 4. Does argmax inside the exported graph pay? Default model, INT8, with and without (model-only,
 #    200 timed frames each; the logits rows include the host-side argmax).
@@ -37,6 +37,6 @@ python -m rtseg.export.bench_backends --model deeplabv3plus_camvid --size 360x48
 
 # 5. The live INT8 path a user runs: calibrate on the clip itself, every frame, H.264 output
 #    (run in its own folder so that the export lands in a fresh engines/).
-CLIP=$(realpath "$DATA/video/highway_960x540_25fps.mp4")
+CLIP=$(realpath "$CLIP")
 mkdir -p "$OUT/run_int8"
 (cd "$OUT/run_int8" && rtseg run --source "$CLIP" --precision int8 --calib "$CLIP" --output o.mp4 --json stats.json)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_pipeline(RunOptions(
         source=resolve_source(args.source), model=args.model or DEFAULT_MODEL, device=args.device, backend=args.backend,
-        precision=args.precision, calib=args.calib, output=args.output,
+        precision=args.precision, calib=args.calib and resolve_source(args.calib), output=args.output,
         save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
         max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
         alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
