@@ -160,7 +160,7 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
     """
     from rtseg.backends.torch_backend import TorchBackend
     from rtseg.checkpoint import save_weights
-    from rtseg.evaluate import labelled_dataset
+    from rtseg.data import labelled_dataset
     from rtseg.zoo import load_model
 
     if Path(out).suffix != ".safetensors":
@@ -176,7 +176,8 @@ def tune_bias_command(model: str, data: str, root: str, split: str, out: str, ev
         raise RtsegError(f"cannot write {out}: folder not writable")
     loaded = load_model(model)
     backend = TorchBackend.from_loaded(loaded, model)
-    dataset = labelled_dataset(data, root, split, backend.meta.ignore_index, exclude_sequences=exclude_sequences)
+    dataset = labelled_dataset(data, root, split, ignore_index=backend.meta.ignore_index,
+                               exclude_sequences=exclude_sequences)
     n = len(range(0, len(dataset), every))
     log(f"collecting logits of {n} {data}:{split} images (1 in {every})")
     logits, labels = collect(backend, dataset, every)

@@ -56,20 +56,6 @@ def evaluate(backend: Backend, dataset, size: tuple[int, int] | None = None,
     return cm.compute()
 
 
-def labelled_dataset(data: str, root: str, split: str, ignore_index: int, sequences=None,
-                     exclude_sequences=None):
-    """The ``data`` loader's ``split`` with labels as a model of ``ignore_index`` scores them:
-    Cityscapes label ids go through the official train-id table, other datasets keep theirs.
-    ``sequences`` / ``exclude_sequences`` keep or drop whole drives (see ``rtseg.data``)."""
-    from rtseg.config import load_dataset_config
-    from rtseg.data import build_dataset
-
-    drives = {"sequences": sequences, "exclude_sequences": exclude_sequences}
-    if data == "cityscapes":
-        return build_dataset(data, root, split, label_map=load_dataset_config("cityscapes").label_map, **drives)
-    return build_dataset(data, root, split, ignore_index=ignore_index, **drives)
-
-
 def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, int] | None,
                  scales: Sequence[float], flip: bool, json_path: str | None, limit: int | None,
                  sequences: Sequence[str] | None = None, exclude_sequences: Sequence[str] | None = None) -> dict:
@@ -78,12 +64,14 @@ def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, 
     from pathlib import Path
 
     from rtseg.backends import open_backend
+    from rtseg.data import labelled_dataset
     from rtseg.metrics import format_table, json_value
     from rtseg.errors import RtsegError
 
     backend = open_backend(model)
     meta = backend.meta
-    dataset = labelled_dataset(data, root, split, meta.ignore_index, sequences, exclude_sequences)
+    dataset = labelled_dataset(data, root, split, ignore_index=meta.ignore_index, sequences=sequences,
+                               exclude_sequences=exclude_sequences)
     if json_path:  # fail before the long part if the output cannot be written
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         if not Path(json_path).parent.is_dir():

@@ -24,7 +24,7 @@ from rtseg.backends.base import ModelMeta
 from rtseg.backends.torch_backend import TorchBackend
 from rtseg.checkpoint import load_state, save_state, save_weights
 from rtseg.config import from_dict, load_dataset_config, load_preset, load_yaml
-from rtseg.data import build_dataset, split_parts, train_transform
+from rtseg.data import labelled_dataset, split_parts, train_transform
 from rtseg.ema import ModelEMA
 from rtseg.errors import RtsegError
 from rtseg.evaluate import evaluate
@@ -167,7 +167,7 @@ def _first_non_finite(model: nn.Module) -> str | None:
     return None
 
 
-def _scoring_sets(cfg: TrainConfig, data_name: str, ds_kw: dict) -> tuple[dict, str]:
+def _scoring_sets(cfg: TrainConfig, data_name: str, ignore: int) -> tuple[dict, str]:
     """The labelled sets scored at each validation epoch, and the key that picks the best file.
 
     With a held-out drive the pick is made on that drive (a road the weights never saw) and val
@@ -175,10 +175,10 @@ def _scoring_sets(cfg: TrainConfig, data_name: str, ds_kw: dict) -> tuple[dict, 
     (final weights on train+val): then nothing clean is left to pick on and the last scored
     epoch is kept ("last").
     """
-    sets = {"val": build_dataset(data_name, cfg.root, cfg.val_split, **ds_kw)}
+    sets = {"val": labelled_dataset(data_name, cfg.root, cfg.val_split, ignore_index=ignore)}
     if cfg.holdout:
-        sets = {"holdout": build_dataset(data_name, cfg.root, cfg.holdout_split, sequences=[cfg.holdout],
-                                         **ds_kw), **sets}
+        sets = {"holdout": labelled_dataset(data_name, cfg.root, cfg.holdout_split, ignore_index=ignore,
+                                            sequences=[cfg.holdout]), **sets}
         return sets, "holdout"
     seen = set(split_parts(cfg.val_split)) & set(split_parts(cfg.train_split))
     return sets, ("last" if seen else "val")
@@ -199,7 +199,6 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     ignore = dcfg.ignore_index
     run_dir = Path(cfg.out) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    ds_kw = {"label_map": dcfg.label_map} if dcfg.label_map else {"ignore_index": ignore}
 
     focus = _class_ids(cfg.focus_classes, dcfg.class_names)
 
@@ -209,11 +208,12 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
                             appearance=cfg.appearance)
         # The held-out drive is removed here, from every part of the split: none of its frames
         # may reach a gradient step.
-        return build_dataset(data_name, cfg.root, cfg.train_split, t, seed=cfg.seed * 100_003 + epoch,
-                             exclude_sequences=[cfg.holdout] if cfg.holdout else None, **ds_kw)
+        return labelled_dataset(data_name, cfg.root, cfg.train_split, t, ignore_index=ignore,
+                                seed=cfg.seed * 100_003 + epoch,
+                                exclude_sequences=[cfg.holdout] if cfg.holdout else None)
 
     data_name = cfg.data or dcfg.name
-    scoring, pick = _scoring_sets(cfg, data_name, ds_kw)
+    scoring, pick = _scoring_sets(cfg, data_name, ignore)
     torch.manual_seed(cfg.seed)
     model = build_from_preset(preset, dcfg.num_classes, **cfg.train_options)
     # The weight files record the network as trained and validated here, so a run's best file

@@ -59,7 +59,7 @@ def test_run_masks_match_eval_on_images_and_lossless_video(tiny_enet, val_frames
                                  SIZE).argmax(0).numpy() for s in stems}
     for source, names in ((root / "images", stems), (root / "val.mkv", [f"{i:06d}" for i in range(len(stems))])):
         out = tmp_path / source.name
-        summary = run(RunOptions(source=str(source), model=str(tiny_enet), size=SIZE, threads=1,
+        summary = run(RunOptions(source=str(source), model=str(tiny_enet), size=SIZE, threads=1, precision="fp32",
                                  save_masks=str(out), quiet=True))
         assert summary["frames"] == len(stems)
         got = miou(out, names, stems)

@@ -42,7 +42,7 @@ def clip_frame(index):
 def test_highway_clip_every_frame_video_masks_json(tiny_enet, tmp_path, one_torch_thread):
     out, masks, stats = tmp_path / "out" / "overlay.mp4", tmp_path / "masks", tmp_path / "stats.json"
     assert main(["run", "--source", str(CLIP), "--model", str(tiny_enet), "--size", "180x240",
-                 "--threads", "1", "--output", str(out), "--save-masks", str(masks),
+                 "--precision", "fp32", "--threads", "1", "--output", str(out), "--save-masks", str(masks),
                  "--json", str(stats), "--quiet"]) == 0
 
     video = decode(out)
@@ -121,7 +121,8 @@ def test_argmax_in_graph_artifacts_resize_ids_like_eval(fake_backend, tmp_path):
 def test_ctrl_c_finalizes_a_playable_video(tiny_enet, tmp_path):
     out, masks = tmp_path / "out.mp4", tmp_path / "masks"
     proc = subprocess.Popen([sys.executable, "-m", "rtseg", "run", "--source", str(CLIP), "--model", str(tiny_enet),
-                             "--size", "180x240", "--threads", "1", "--output", str(out), "--save-masks", str(masks)],
+                             "--size", "180x240", "--precision", "fp32", "--threads", "1", "--output", str(out),
+                             "--save-masks", str(masks)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # A shell that starts the test suite in the background leaves SIGINT
                             # ignored, and Python keeps an inherited "ignore"; a terminal user's

@@ -42,7 +42,7 @@ def test_exported_files_keep_their_runtime(tmp_path):
 
 def test_openvino_backend_exports_once_and_matches_torch(tiny_enet, tmp_path, one_torch_thread):
     engines = tmp_path / "engines"
-    opts = RunOptions(source=str(CLIP), model=str(tiny_enet), backend="openvino", size=SIZE, max_frames=3,
+    opts = RunOptions(source=str(CLIP), model=str(tiny_enet), backend="openvino", precision="fp32", size=SIZE, max_frames=3,
                       save_masks=str(tmp_path / "m"), engines_dir=str(engines), quiet=True)
     summary = run(opts)
     assert summary["runtime"] == "openvino" and summary["frames"] == 3
@@ -66,7 +66,7 @@ def test_openvino_backend_exports_once_and_matches_torch(tiny_enet, tmp_path, on
     # The exported file runs in the precision it was exported in; asking it for another one is an
     # error rather than a silent FP32 run labelled INT8 by the user.
     xml = str(engines / next(f for f in built if f.endswith(".xml")))
-    assert select.open_for_run(xml, "cpu").meta.precision == "fp32"
+    assert select.open_for_run(xml, "cpu").meta.precision == "fp32"  # no INT8 default for a file
     with pytest.raises(RtsegError, match=r"was exported as fp32; --precision int8 cannot change that"):
         select.open_for_run(xml, "cpu", precision="int8")
     assert main(["run", "--source", str(CLIP), "--model", xml, "--precision", "int8", "--quiet"]) == 2
@@ -84,7 +84,9 @@ def test_auto_falls_back_to_torch_when_the_export_fails(tiny_enet, tmp_path, mon
     lines = []
     backend = select.open_for_run(str(tiny_enet), "cpu", "auto", log=lines.append)
     assert backend.runtime == "torch"
-    assert lines and lines[0].startswith("notice: could not export to openvino")
+    # The default tries INT8 first, then FP32, then runs torch: each step says why it moved on.
+    assert lines[0].startswith("notice: INT8 not used (ONNX export is not available")
+    assert lines[1].startswith("notice: could not export to openvino")
     with pytest.raises(RtsegError, match="ONNX export is not available"):
         select.open_for_run(str(tiny_enet), "cpu", "openvino", log=lines.append)
 
@@ -117,3 +119,28 @@ def test_an_exported_file_runs_directly(tiny_enet, tmp_path):
     x = np.zeros((1, 3, *SIZE), np.float32)
     ref = open_backend(str(tiny_enet)).predict_ids(x)
     assert (backend.predict_ids(x) == ref).float().mean() > 0.995
+
+
+def test_int8_by_default_calibrated_on_the_sample_and_gated(tiny_enet, tmp_path, one_torch_thread):
+    """No precision asked: the INT8 artifact, calibrated on the shipped clip, when its gate passes;
+    --precision fp32 opts out; a refused gate runs FP32 and says so."""
+    engines, lines = tmp_path / "engines", []
+    opened = select.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(engines),
+                                 log=lines.append)
+    gate = opened.meta.info["int8_gate"]
+    assert opened.meta.precision == "int8" and gate["passed"], lines
+    assert opened.meta.info["cache"]["calib"]  # calibrated: the frames' digest is part of its cache key
+    assert any("int8, gate" in line and "--precision fp32 opts out" in line for line in lines)
+    assert select.open_for_run(str(tiny_enet), "cpu", "openvino", precision="fp32", size=SIZE,
+                               engines_dir=str(engines), log=lines.append).meta.precision == "fp32"
+
+
+def test_a_refused_int8_gate_runs_fp32_with_a_notice(tiny_enet, tmp_path, monkeypatch, one_torch_thread):
+    monkeypatch.setattr(select, "DEFAULT_MAX_DROP", -1.0)  # no INT8 build can pass a negative budget
+    lines = []
+    opened = select.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(tmp_path),
+                                 log=lines.append)
+    assert opened.meta.precision == "fp32"
+    notices = [line for line in lines if line.startswith("notice:")]
+    assert notices and notices[0].startswith("notice: INT8 not used (INT8 accuracy gate: mIoU drop"), lines
+    assert not any(p.name.endswith(".xml") and "int8" in p.name for p in tmp_path.iterdir())

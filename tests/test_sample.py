@@ -24,7 +24,8 @@ def test_sample_names_the_shipped_clip():
 def test_run_without_a_source_segments_the_sample(tiny_enet, tmp_path, monkeypatch, one_torch_thread):
     monkeypatch.chdir(tmp_path)  # from a folder with no data in it, as after a fresh install
     os.mkdir("masks")
-    assert main(["run", "--model", str(tiny_enet), "--size", "180x240", "--threads", "1", "--max-frames", "3",
+    assert main(["run", "--model", str(tiny_enet), "--size", "180x240", "--precision", "fp32", "--threads", "1",
+                 "--max-frames", "3",
                  "--save-masks", "masks", "--json", "s.json", "--quiet"]) == 0
     assert sorted(os.listdir("masks")) == ["000000.png", "000001.png", "000002.png"]
     assert cv2.imread("masks/000000.png", cv2.IMREAD_UNCHANGED).shape == (540, 960)

@@ -3,9 +3,9 @@ backend (``tta``), fully-connected CRF refinement (``crf``), the resumable job w
 overlays and a summary (``runner``), and scoring of written masks (``score``)."""
 from rtseg.batch.crf import CRFParams, dense_crf
 from rtseg.batch.runner import BatchOptions, format_summary, run_batch
-from rtseg.batch.score import load_labels, score_masks
+from rtseg.batch.score import score_masks
 from rtseg.tta import TTAOptions, predict_scores, scores_to_probs, tile_windows
 from rtseg.pipeline.app import DEFAULT_MODEL
 
 __all__ = ["BatchOptions", "CRFParams", "DEFAULT_MODEL", "TTAOptions", "dense_crf", "format_summary",
-           "load_labels", "predict_scores", "run_batch", "score_masks", "scores_to_probs", "tile_windows"]
+           "predict_scores", "run_batch", "score_masks", "scores_to_probs", "tile_windows"]

@@ -181,9 +181,10 @@ def run_batch(opts: BatchOptions, backend: Backend | None = None) -> dict:
                              f"(argmax in graph); export it without --argmax")
         labels = None
         if opts.score_root:
-            from rtseg.batch.score import load_labels
+            from rtseg.data import labelled_dataset
 
-            labels = load_labels(opts.score_data, opts.score_root, opts.score_split, meta.ignore_index)
+            labels = labelled_dataset(opts.score_data, opts.score_root, opts.score_split,
+                                      ignore_index=meta.ignore_index)
         if opts.threads:
             torch.set_num_threads(opts.threads)
         renderer = Renderer(meta.colors, meta.class_names, Style(hud=False)) if opts.overlay else None

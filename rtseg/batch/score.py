@@ -16,22 +16,6 @@ from rtseg.errors import RtsegError
 from rtseg.metrics import ConfusionMatrix, json_value
 
 
-def load_labels(data: str, root: str | Path, split: str, ignore_index: int):
-    """The labelled split to score against (built before any frame is processed, so a wrong
-    root fails at once).
-
-    Raises:
-        RtsegError: unknown dataset, missing folders, unpaired files.
-    """
-    from rtseg.config import load_dataset_config
-    from rtseg.data import build_dataset
-
-    kw: dict = {"ignore_index": ignore_index}
-    if data == "cityscapes":
-        kw["label_map"] = load_dataset_config("cityscapes").label_map
-    return build_dataset(data, root, split, **kw)
-
-
 def score_masks(mask_dir: str | Path, dataset, class_names: list[str], ignore_index: int) -> dict:
     """mIoU and per-class IoU of ``mask_dir/<image stem>.png`` against the dataset's labels.
 
@@ -40,7 +24,7 @@ def score_masks(mask_dir: str | Path, dataset, class_names: list[str], ignore_in
 
     Args:
         mask_dir: folder of single-channel class-id PNGs.
-        dataset: from :func:`load_labels` (anything with ``files`` pairs and a label ``lut``).
+        dataset: from :func:`rtseg.data.labelled_dataset` (anything with ``files`` pairs and a label ``lut``).
         class_names: the model's classes (their count is C).
         ignore_index: label value left unscored.
 
@@ -75,4 +59,4 @@ def score_masks(mask_dir: str | Path, dataset, class_names: list[str], ignore_in
             "iou": {name: json_value(v) for name, v in zip(class_names, result["iou"])}}
 
 
-__all__ = ["load_labels", "score_masks"]
+__all__ = ["score_masks"]

@@ -13,6 +13,7 @@ from rtseg.data.datasets import (
     SegDataset,
     build_dataset,
     label_lut,
+    labelled_dataset,
     pair_by_stem,
     read_image_rgb,
     read_mask,
@@ -37,7 +38,7 @@ from rtseg.data.transforms import (
 
 __all__ = [
     "DATASETS", "CamVid", "Cityscapes", "DatasetError", "FolderDataset", "SegDataset",
-    "build_dataset", "label_lut", "pair_by_stem", "read_image_rgb", "read_mask", "select_sequences",
+    "build_dataset", "label_lut", "labelled_dataset", "pair_by_stem", "read_image_rgb", "read_mask", "select_sequences",
     "sequence_of", "split_parts",
     "IMAGENET_MEAN", "IMAGENET_STD", "ColorJitter", "Compose", "Normalize", "RandomCrop",
     "RandomHorizontalFlip", "RandomScale", "Resize", "ToTensor", "train_transform", "val_transform",

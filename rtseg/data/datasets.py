@@ -323,6 +323,22 @@ DATASETS: dict[str, Callable[..., SegDataset]] = {
 }
 
 
+def labelled_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None, *,
+                     ignore_index: int | None = None, **kw) -> SegDataset:
+    """The labelled ``split`` with labels as rtseg trains on and scores them: Cityscapes label ids
+    through the official train-id table of ``configs/datasets/cityscapes.yaml``; other datasets
+    keep their values, with unlabelled pixels as ``ignore_index`` (default: the dataset config's,
+    255 for a plain folder). ``kw`` as for :func:`build_dataset` (``sequences=``, ``seed=``, ...).
+    """
+    from rtseg.config import list_configs, load_dataset_config
+
+    if name == "cityscapes":
+        return build_dataset(name, root, split, transform, label_map=load_dataset_config(name).label_map, **kw)
+    if ignore_index is None:
+        ignore_index = load_dataset_config(name).ignore_index if name in list_configs("datasets") else 255
+    return build_dataset(name, root, split, transform, ignore_index=ignore_index, **kw)
+
+
 def build_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None, *,
                   sequences=None, exclude_sequences=None, **kw) -> SegDataset:
     """Builds dataset ``name`` (a key of :data:`DATASETS`) for ``split`` under ``root``.

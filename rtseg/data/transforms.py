@@ -232,89 +232,92 @@ class ColorJitter:
         return f"ColorJitter({self.brightness}, {self.contrast}, {self.saturation}, {self.hue})"
 
 
-class RandomGamma:
-    """With probability ``p``, ``255 * (x / 255) ** g`` with ``g`` log-uniform in ``[lo, hi]``:
-    exposure and tone curves differ between cameras far more than a linear brightness factor
-    models (shadows lift or sink while highlights stay)."""
+class _Sometimes:
+    """A photometric effect applied with probability ``p``; subclasses give ``apply(image, rng)``.
+    The mask is never touched."""
+
+    p: float
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = _need_rng(rng, type(self).__name__)
+        if rng.random() >= self.p:
+            return image, mask
+        return self.apply(image, rng), mask
+
+    def apply(self, image: Array, rng: np.random.Generator) -> Array:
+        raise NotImplementedError
+
+
+class RandomGamma(_Sometimes):
+    """``255 * (x / 255) ** g`` with ``g`` log-uniform in ``[lo, hi]``: exposure and tone curves
+    differ between cameras far more than a linear brightness factor models (shadows lift or sink
+    while highlights stay)."""
 
     def __init__(self, lo: float = 0.7, hi: float = 1.5, p: float = 0.5):
         if not 0 < lo <= hi:
             raise ValueError(f"gamma range must satisfy 0 < lo <= hi, got {lo}, {hi}")
         self.lo, self.hi, self.p = float(lo), float(hi), float(p)
 
-    def __call__(self, image, mask=None, rng=None):
-        rng = _need_rng(rng, "RandomGamma")
-        if rng.random() >= self.p:
-            return image, mask
+    def apply(self, image, rng):
         g = float(np.exp(rng.uniform(np.log(self.lo), np.log(self.hi))))
         table = np.rint(255.0 * (np.arange(256) / 255.0) ** g).astype(np.uint8)
-        return table[image], mask  # one lookup per pixel
+        return table[image]  # one lookup per pixel
 
     def __repr__(self) -> str:
         return f"RandomGamma({self.lo}, {self.hi}, p={self.p})"
 
 
-class RandomBlur:
-    """With probability ``p``, a Gaussian blur of sigma uniform in ``(0.3, max_sigma]`` pixels:
-    defocus, a dirty windscreen and the softer optics of cheap dashcams."""
+class RandomBlur(_Sometimes):
+    """A Gaussian blur of sigma uniform in ``(0.3, max_sigma]`` pixels: defocus, a dirty
+    windscreen and the softer optics of cheap dashcams."""
 
     def __init__(self, max_sigma: float = 1.5, p: float = 0.3):
         if max_sigma <= 0.3:
             raise ValueError(f"max_sigma must exceed 0.3, got {max_sigma}")
         self.max_sigma, self.p = float(max_sigma), float(p)
 
-    def __call__(self, image, mask=None, rng=None):
-        rng = _need_rng(rng, "RandomBlur")
-        if rng.random() >= self.p:
-            return image, mask
-        sigma = float(rng.uniform(0.3, self.max_sigma))
-        return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma), mask
+    def apply(self, image, rng):
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=float(rng.uniform(0.3, self.max_sigma)))
 
     def __repr__(self) -> str:
         return f"RandomBlur(max_sigma={self.max_sigma}, p={self.p})"
 
 
-class RandomNoise:
-    """With probability ``p``, additive Gaussian noise of std uniform in ``[0, max_std]`` grey
-    levels per pixel and channel: sensor noise of small sensors at dusk."""
+class RandomNoise(_Sometimes):
+    """Additive Gaussian noise of std uniform in ``[0, max_std]`` grey levels per pixel and
+    channel: sensor noise of small sensors at dusk."""
 
     def __init__(self, max_std: float = 8.0, p: float = 0.3):
         if max_std <= 0:
             raise ValueError(f"max_std must be positive, got {max_std}")
         self.max_std, self.p = float(max_std), float(p)
 
-    def __call__(self, image, mask=None, rng=None):
-        rng = _need_rng(rng, "RandomNoise")
-        if rng.random() >= self.p:
-            return image, mask
+    def apply(self, image, rng):
         std = float(rng.uniform(0.0, self.max_std))
         noisy = image.astype(np.float32) + rng.standard_normal(image.shape, dtype=np.float32) * std
-        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), mask
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
     def __repr__(self) -> str:
         return f"RandomNoise(max_std={self.max_std}, p={self.p})"
 
 
-class RandomJpeg:
-    """With probability ``p``, a JPEG round trip at a quality uniform in ``[lo, hi]``: the block
-    and ringing artefacts of compressed dashcam and stream footage, which CamVid's PNGs lack."""
+class RandomJpeg(_Sometimes):
+    """A JPEG round trip at a quality uniform in ``[lo, hi]``: the block and ringing artefacts of
+    compressed dashcam and stream footage, which CamVid's PNGs lack."""
 
     def __init__(self, lo: int = 30, hi: int = 90, p: float = 0.3):
         if not 1 <= lo <= hi <= 100:
             raise ValueError(f"JPEG quality range must satisfy 1 <= lo <= hi <= 100, got {lo}, {hi}")
         self.lo, self.hi, self.p = int(lo), int(hi), float(p)
 
-    def __call__(self, image, mask=None, rng=None):
-        rng = _need_rng(rng, "RandomJpeg")
-        if rng.random() >= self.p:
-            return image, mask
+    def apply(self, image, rng):
         quality = int(rng.integers(self.lo, self.hi + 1))
         # The codec works on BGR; the round trip must come back in the channel order it went in.
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise RuntimeError("OpenCV could not encode a JPEG")
-        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), mask
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
     def __repr__(self) -> str:
         return f"RandomJpeg({self.lo}, {self.hi}, p={self.p})"

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from rtseg.data import labelled_dataset
 from rtseg.errors import RtsegError
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -235,19 +236,6 @@ def measure(combo: Combo, opts: SweepOptions, log: Callable[[str], None] = lambd
     return row
 
 
-def open_dataset(name: str, root: str, split: str):
-    """The labelled split scored by the sweep; labels mapped as ``rtseg eval`` maps them."""
-    from rtseg.config import load_dataset_config
-    from rtseg.data import build_dataset
-
-    kw: dict = {}
-    if name == "cityscapes":
-        kw["label_map"] = load_dataset_config("cityscapes").label_map
-    elif name == "camvid":
-        kw["ignore_index"] = load_dataset_config("camvid").ignore_index
-    return build_dataset(name, root, split, **kw)
-
-
 def sweep(opts: SweepOptions, log: Callable[[str], None] = lambda _: None,
           progress: bool = True) -> list[dict]:
     """Measures every combination of :func:`plan`; returns one row per combination."""
@@ -256,7 +244,7 @@ def sweep(opts: SweepOptions, log: Callable[[str], None] = lambda _: None,
     combos = plan(opts)
     dataset = None
     if opts.root:
-        dataset = open_dataset(opts.data, opts.root, opts.split)
+        dataset = labelled_dataset(opts.data, opts.root, opts.split)
     rows = []
     t0 = time.perf_counter()
     with Progress(len(combos), "bench", "run", enabled=progress) as bar:
