@@ -72,17 +72,25 @@ class Smoother:
         self.reset()
 
     def reset(self) -> None:
-        self._avg: np.ndarray | None = None     # (h, w, C) float32 probabilities
+        self._avg: np.ndarray | None = None     # (C, h, w) float32 probabilities
         self._grey: np.ndarray | None = None    # flow-resolution grey of the last frame
         self._thumb: np.ndarray | None = None
         self._index: int | None = None
 
     def _probs(self, output: torch.Tensor) -> np.ndarray:
-        """(1, C, h, w) logits or (1, h, w) ids -> (h, w, C) float32 probabilities."""
+        """(1, C, h, w) logits or (1, h, w) ids -> (C, h, w) float32 probabilities.
+
+        OpenCV's exp and log run several times faster than numpy's or torch's on CPU, and
+        they are most of this stage's cost; (C, h*w) views let them work on the whole stack at once.
+        """
         if output.dim() == 3:
-            ids = output[0].long().clamp_(0, self.num_classes - 1)
-            return np.eye(self.num_classes, dtype=np.float32)[ids.numpy()]
-        return torch.softmax(output[0].float(), 0).permute(1, 2, 0).contiguous().numpy()
+            ids = output[0].numpy()
+            return (np.arange(self.num_classes, dtype=ids.dtype)[:, None, None] == ids).astype(np.float32)
+        logits = output[0].float().numpy()
+        c = logits.shape[0]
+        e = cv2.exp((logits - logits.max(0)).reshape(c, -1)).reshape(logits.shape)  # max 1: no overflow
+        e *= 1.0 / e.sum(0)
+        return e
 
     def _continues(self, index: int, g: np.ndarray, thumb: np.ndarray, shape: tuple) -> bool:
         """Whether the new frame continues the averaged sequence (no cut, no gap, same size)."""
@@ -93,17 +101,25 @@ class Smoother:
         return float(np.abs(thumb.astype(np.float32) - self._thumb).mean()) <= CUT_DIFF
 
     def _blend(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """avg_t = p + (1 - alpha) * keep * (warp(avg_{t-1}) - p), keep 1 where the flow holds, else 0:
+        the blend and the fallback in one pass over the (C, h, w) stack."""
         if self.mode == "ema":
-            return self.alpha * p + (1.0 - self.alpha) * self._avg
+            c = p.shape[0]
+            return cv2.addWeighted(p.reshape(c, -1), self.alpha, self._avg.reshape(c, -1), 1.0 - self.alpha,
+                                   0.0).reshape(p.shape)
         back = self.flow(g, self._grey)                     # t -> t-1 at flow resolution
         bx, by, inside = sample_maps(back)
         ok = inside & forward_backward_ok(back, self.flow(self._grey, g), bx, by)
-        h, w = p.shape[:2]
+        h, w = p.shape[1:]
         map_x, map_y, _ = sample_maps(resize_flow(back, (h, w)))
-        warped = cv2.remap(self._avg, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        ok = cv2.resize(ok.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-        blended = self.alpha * p + (1.0 - self.alpha) * warped
-        return np.where(ok[..., None], blended, p)
+        keep = cv2.resize(ok.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST) * (1.0 - self.alpha)
+        out = np.empty_like(p)
+        for k in range(p.shape[0]):  # remap per plane: the stack stays (C, h, w), no transposes
+            cv2.remap(self._avg[k], map_x, map_y, cv2.INTER_LINEAR, dst=out[k], borderMode=cv2.BORDER_REPLICATE)
+        out -= p
+        out *= keep
+        out += p
+        return out
 
     def update(self, index: int, image_bgr: np.ndarray, output: torch.Tensor) -> torch.Tensor:
         """The smoothed output for frame ``index``, of the same kind as ``output``: log-probabilities
@@ -119,5 +135,6 @@ class Smoother:
                 self.resets += 1
         self._avg, self._grey, self._thumb, self._index = avg, g, thumb.astype(np.float32), index
         if output.dim() == 3:
-            return torch.from_numpy(avg.argmax(-1).astype(np.uint8))[None]
-        return torch.from_numpy(np.log(np.maximum(avg, 1e-30))).permute(2, 0, 1)[None]
+            return torch.from_numpy(avg.argmax(0).astype(np.uint8))[None]
+        c = avg.shape[0]
+        return torch.from_numpy(cv2.log(np.maximum(avg, 1e-30).reshape(c, -1)).reshape(avg.shape))[None]
