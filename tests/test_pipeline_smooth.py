@@ -5,6 +5,7 @@ import json
 import pytest
 from conftest import CLIP
 from test_pipeline_live import FakeCamera
+from test_pipeline_run import decode
 
 from rtseg.cli import main
 from rtseg.pipeline import RunOptions, run
@@ -12,12 +13,13 @@ from rtseg.pipeline.stats import format_summary
 
 
 def test_smooth_flow_keeps_every_frame_and_reports_flicker(fake_backend, tmp_path):
-    masks, stats = tmp_path / "masks", tmp_path / "s.json"
-    summary = run(RunOptions(source=str(CLIP), smooth="flow", save_masks=str(masks), json=str(stats), quiet=True),
+    stats = tmp_path / "s.json"
+    summary = run(RunOptions(source=str(CLIP), smooth="flow", json=str(stats), quiet=True),
                   backend=fake_backend(input_size=(54, 96)))
     assert summary["frames"] == 221 and summary["dropped"] == 0
-    assert sorted(p.name for p in masks.iterdir()) == [f"{i:06d}.png" for i in range(221)]
-    saved = json.loads(stats.read_text())["summary"]
+    result = json.loads(stats.read_text())
+    assert [r["name"] for r in result["frames"]] == [f"{i:06d}" for i in range(221)]  # every frame, in order
+    saved = result["summary"]
     assert saved["smooth"] == {"mode": "flow", "alpha": 0.5, "resets": 0}  # no cut in the clip
     assert saved["flicker"]["pairs"] == 220
     assert 0 < saved["flicker"]["tc"] <= 100 and 0 <= saved["flicker"]["changed"] < 100
@@ -69,3 +71,4 @@ def test_cli_smooth_flow_on_the_clip_with_a_real_model(tmp_path, one_torch_threa
     summary = json.loads(stats.read_text())["summary"]
     assert summary["frames"] == 221 and summary["dropped"] == 0
     assert summary["flicker"]["pairs"] == 220 and summary["flicker"]["tc"] > 50
+    assert len(decode(out)) == 221
