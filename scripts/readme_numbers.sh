@@ -40,3 +40,6 @@ python -m rtseg.export.bench_backends --model deeplabv3plus_camvid --size 360x48
 CLIP=$(realpath "$DATA/video/highway_960x540_25fps.mp4")
 mkdir -p "$OUT/run_int8"
 (cd "$OUT/run_int8" && rtseg run --source "$CLIP" --precision int8 --calib "$CLIP" --output o.mp4 --json stats.json)
+
+# 6. Flicker and temporal smoothing (README "Flicker"): clip TC / changed pixels / FPS, CamVid val mIoU.
+python scripts/bench_smooth.py --out "$OUT/smooth" --settings off,ema:0.5,flow:0.5,flow:0.3,off --rounds 1

@@ -20,7 +20,7 @@ def test_smooth_flow_keeps_every_frame_and_reports_flicker(fake_backend, tmp_pat
     result = json.loads(stats.read_text())
     assert [r["name"] for r in result["frames"]] == [f"{i:06d}" for i in range(221)]  # every frame, in order
     saved = result["summary"]
-    assert saved["smooth"] == {"mode": "flow", "alpha": 0.5, "resets": 0}  # no cut in the clip
+    assert saved["smooth"] == {"mode": "flow", "alpha": 0.3, "resets": 0}  # no cut in the clip
     assert saved["flicker"]["pairs"] == 220
     assert 0 < saved["flicker"]["tc"] <= 100 and 0 <= saved["flicker"]["changed"] < 100
     assert "flicker: TC" in format_summary(summary)

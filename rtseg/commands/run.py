@@ -48,7 +48,8 @@ def register(sub) -> None:
     tm.add_argument("--smooth", choices=["off", "ema", "flow"], default="off",
                     help="average class probabilities over frames: flow (motion-compensated by optical flow), "
                          "ema (no flow, static cameras); reset on scene cuts and dropped live frames (default off)")
-    tm.add_argument("--smooth-alpha", type=float, default=0.5, help="the new frame's weight, 0 < a <= 1 (default 0.5)")
+    tm.add_argument("--smooth-alpha", type=float, default=0.3,
+                    help="the new frame's weight, 0 < a <= 1 (default 0.3; lower: steadier, slower to follow)")
     tm.add_argument("--flicker", action="store_true",
                     help="report temporal consistency (TC) and changed pixels in the summary (on with --smooth)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")

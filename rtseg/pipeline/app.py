@@ -53,7 +53,7 @@ class RunOptions:
     threads: int | None = None
     quiet: bool = False
     smooth: str = "off"             # off | ema | flow (rtseg.temporal.smooth)
-    smooth_alpha: float = 0.5       # the new frame's weight in the running average
+    smooth_alpha: float = 0.3       # the new frame's weight in the running average (README: Flicker)
     flicker: bool | None = None     # TC and changed pixels in the summary; None: on when smoothing
     flicker_defer: bool = False     # compute the flicker figures after the timed run (bounded runs only)
 

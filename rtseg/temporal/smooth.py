@@ -35,7 +35,7 @@ from rtseg.errors import RtsegError
 from rtseg.temporal.flow import DisFlow, forward_backward_ok, grey, resize_flow, sample_maps
 
 SMOOTH_MODES = ("off", "ema", "flow")
-DEFAULT_ALPHA = 0.5
+DEFAULT_ALPHA = 0.3  # measured: README, "Flicker"
 CUT_DIFF = 30.0        # grey levels (0..255); consecutive frames of a moving car stay under 13
 THUMB_WIDTH = 64       # thumbnail for the cut test: cheap, and blind to noise and small motion
 FLOW_WIDTH = 240       # columns of the grey frames the smoother's flow is computed on
