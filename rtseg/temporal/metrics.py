@@ -14,6 +14,8 @@ Two figures over consecutive frames (t-1, t):
   over pairs.
 
 Both are reported in percent. A static scene with steady masks gives TC 100 and 0 changed pixels.
+A scene cut is a pair like any other (low TC, many changed pixels): read figures of edited
+footage with that in mind.
 """
 from __future__ import annotations
 
