@@ -12,8 +12,8 @@ Modes (``rtseg run --smooth``):
   length depends on alpha).
 - ``off``: the per-frame output unchanged.
 
-The average is kept at the model's output resolution (e.g. 11 x 360 x 480): 8 ms (ema) or 21 ms (flow) of one core per frame,
-and the result goes through the usual upsample-then-argmax. It is returned as log-probabilities:
+The average is kept at the model's output resolution (e.g. 11 x 360 x 480): 8 ms (ema) or 21 ms
+(flow) of one core per frame, and the result goes through the usual upsample-then-argmax. It is returned as log-probabilities:
 on a steady input they differ from the logits by a per-pixel constant, which bilinear upsampling
 turns into a class-independent term, so a static scene's masks come out as without smoothing.
 Artifacts with the argmax in their graph give class ids only; those are smoothed as one-hot
