@@ -41,3 +41,6 @@ python -m rtseg.export.bench_backends --model deeplabv3plus_camvid --size 360x48
 #    (run in its own folder so that the export lands in a fresh engines/).
 mkdir -p "$OUT/run_int8"
 (cd "$OUT/run_int8" && rtseg run --source "$CLIP" --precision int8 --calib "$CLIP" --output o.mp4 --json stats.json)
+
+# 6. Flicker and temporal smoothing (README "Flicker"): clip TC / changed pixels / FPS, CamVid val mIoU.
+python scripts/bench_smooth.py --out "$OUT/smooth" --settings off,ema:0.5,flow:0.5,flow:0.3,off --rounds 1

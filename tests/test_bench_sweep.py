@@ -92,6 +92,7 @@ def test_tiny_sweep_writes_table_csv_json_and_plot(tiny_enet, tmp_path, capsys):
         assert r["status"] in ("ok", FAILED_VALIDATION), r
         assert r["fps"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 and r["e2e_fps"] > 0 and r["e2e_frames"] == 4
         assert 0 <= r["miou"] <= 1 and r["eval_images"] == 2 and r["gflops"] > 0 and r["artifact_mb"] > 0
+        assert 0 < r["tc"] <= 100 and 0 <= r["changed"] < 100  # flicker of the e2e run's 4 frames
     assert by[("onnxruntime", "int8")]["artifact"].endswith(".onnx")
     assert by[("onnxruntime", "int8")]["int8_gate_drop"] is not None
 

@@ -5,6 +5,7 @@ Examples:
     rtseg run --source clip.mp4 --output out.mp4 --save-masks masks/ --json stats.json
     rtseg run --source 0 --show                   # webcam, newest frame only, window
     rtseg run --source "rtsp://cam/stream" --reconnect 5 --output rec.mp4
+    rtseg run --source clip.mp4 --smooth flow --json s.json   # steadier masks; TC in the summary
 """
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ def register(sub) -> None:
     look.add_argument("--ignore-class", metavar="NAME[,NAME]", help="classes left undrawn, e.g. Sky,Road")
     look.add_argument("--no-hud", action="store_true", help="no FPS/latency text")
     look.add_argument("--no-legend", action="store_true", help="no list of the classes present")
+    tm = p.add_argument_group("temporal")
+    tm.add_argument("--smooth", choices=["off", "ema", "flow"], default="off",
+                    help="average class probabilities over frames: flow (motion-compensated by optical flow), "
+                         "ema (no flow, static cameras); reset on scene cuts and dropped live frames (default off)")
+    tm.add_argument("--smooth-alpha", type=float, default=0.3,
+                    help="the new frame's weight, 0 < a <= 1 (default 0.3; lower: steadier, slower to follow)")
+    tm.add_argument("--flicker", action="store_true",
+                    help="report temporal consistency (TC) and changed pixels in the summary (on with --smooth)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=run)
@@ -61,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
         max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
         alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
-        hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet))
+        hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
+        smooth=args.smooth, smooth_alpha=args.smooth_alpha, flicker=args.flicker or None))
     if not args.quiet:
         print(format_summary(summary))
     # 130 is the shell's code for a run ended by Ctrl+C; its outputs are complete nonetheless.

@@ -19,6 +19,8 @@ from rtseg.pipeline.runner import Pipeline
 from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
 from rtseg.pipeline.sources import Source, open_source
 from rtseg.progress import Progress, log_silent, log_stderr
+from rtseg.temporal.pipeline import temporal_parts, temporal_summary
+from rtseg.temporal.smooth import check_smooth
 
 DEFAULT_MODEL = "deeplabv3plus_camvid"
 
@@ -50,6 +52,10 @@ class RunOptions:
     legend: bool = True
     threads: int | None = None
     quiet: bool = False
+    smooth: str = "off"             # off | ema | flow (rtseg.temporal.smooth)
+    smooth_alpha: float = 0.3       # the new frame's weight in the running average (README: Flicker)
+    flicker: bool | None = None     # TC and changed pixels in the summary; None: on when smoothing
+    flicker_defer: bool = False     # compute the flicker figures after the timed run (bounded runs only)
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -74,6 +80,7 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
         RtsegError subclasses for bad input, and PipelineError when a stage fails.
     """
     style = Style(opts.mode, opts.alpha, hud=opts.hud, legend=opts.legend)
+    check_smooth(opts.smooth, opts.smooth_alpha)
     if opts.output:
         check_video_path(Path(opts.output))
     if opts.json:
@@ -102,11 +109,14 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
             # First, so the window shows a frame before the files are encoded: that is the
             # capture-to-screen latency a viewer feels.
             sinks.insert(0, DisplaySink(style, stop))
+        smoother, meter = temporal_parts(opts, meta.num_classes, source.live)
+        if meter is not None:
+            sinks.append(meter)
         if opts.threads:
             torch.set_num_threads(opts.threads)
         # Created last: its clock gives the rate and ETA, and model loading is not frame time.
         progress = Progress(source.total, "run", "frame", enabled=not opts.quiet)
-        pipeline = Pipeline(source, backend, renderer, sinks, opts.size, progress, stop=stop)
+        pipeline = Pipeline(source, backend, renderer, sinks, opts.size, progress, stop=stop, smoother=smoother)
         summary = pipeline.run()
     finally:
         torch.set_num_threads(threads)
@@ -119,6 +129,7 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
                     "model": meta.name, "runtime": backend.runtime, "precision": meta.precision,
                     "size": [int(size[0]), int(size[1])], "codec": video.codec if video else None,
                     "threads": opts.threads or threads})
+    summary.update(temporal_summary(opts, smoother, meter))
     if opts.json:
         write_json(opts.json, {"summary": summary, "frames": pipeline.stats.records})
     return summary

@@ -78,12 +78,15 @@ class Pipeline:
         queue_size: capacity of each queue for file sources (live sources always use 1).
         stop: the event that ends the run gracefully; pass one to let a sink (the window's q key)
             or another thread request it.
+        smoother: a :class:`rtseg.temporal.Smoother` applied to the network's output in the
+            postprocess thread (which sees frames in order); its time counts as postprocess.
     """
 
     def __init__(self, source: Source, backend: Backend, renderer: Renderer, sinks: list,
                  size: tuple[int, int] | None = None, progress: Progress | None = None,
-                 queue_size: int = 2, stop: threading.Event | None = None):
+                 queue_size: int = 2, stop: threading.Event | None = None, smoother=None):
         self.source, self.backend, self.renderer, self.sinks = source, backend, renderer, sinks
+        self.smoother = smoother
         self.size = size
         self.progress = progress
         depth = 1 if source.live else queue_size
@@ -188,11 +191,16 @@ class Pipeline:
 
     def _postprocess(self, frame: Frame) -> None:
         with torch.inference_mode():
-            frame.mask = self._timed(frame, "postprocess", stages.to_mask, self.backend, frame.logits,
-                                     frame.image.shape[:2])
+            frame.mask = self._timed(frame, "postprocess", self._to_mask, frame)
         frame.logits = None
         frame.view = self._timed(frame, "overlay", self.renderer.render, frame.image, frame.mask,
                                  self.stats.hud_text())
+
+    def _to_mask(self, frame: Frame):
+        output = frame.logits
+        if self.smoother is not None:
+            output = self.smoother.update(frame.index, frame.image, output)
+        return stages.to_mask(self.backend, output, frame.image.shape[:2])
 
     def _sink(self) -> None:
         yield_to_inference()

@@ -95,10 +95,17 @@ def format_summary(summary: dict) -> str:
     lat = summary["latency_ms"]
     stages = summary["stages_ms"]
     ratio = summary["fps"] / summary["model_fps"] if summary["model_fps"] else 0.0
-    return "\n".join([
+    lines = [
         f"frames {summary['frames']}  dropped {summary['dropped']}  "
         f"elapsed {summary['elapsed_s']:.1f} s" + ("  (interrupted)" if summary.get("interrupted") else ""),
         f"FPS end-to-end {summary['fps']:.2f}  model-only {summary['model_fps']:.2f}  "
         f"(ratio {ratio:.2f})  latency p50 {lat['p50']:.0f} ms  p99 {lat['p99']:.0f} ms",
         "stage mean ms: " + "  ".join(f"{s} {stages[s]['mean']:.1f}" for s in STAGES),
-    ])
+    ]
+    flicker = summary.get("flicker")
+    if flicker and flicker["pairs"]:
+        smooth = summary.get("smooth") or {}
+        tc = "--" if flicker["tc"] is None else f"{flicker['tc']:.2f} %"
+        lines.append(f"flicker: TC {tc}  changed pixels {flicker['changed']:.3f} %  over {flicker['pairs']} "
+                     f"frame pairs  (smoothing {smooth.get('mode', 'off')})")
+    return "\n".join(lines)

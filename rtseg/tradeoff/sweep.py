@@ -5,7 +5,9 @@ what changed), then measured on the artifact itself:
 
 - mIoU on a labelled split (CamVid val by default), single scale, at the combination's size;
 - model-only latency of ``predict_ids`` on one frame (network + argmax) after warm-up;
-- end-to-end FPS of the threaded ``rtseg run`` pipeline on a video, writing an H.264 file;
+- end-to-end FPS of the threaded ``rtseg run`` pipeline on a video, writing an H.264 file, and
+  the flicker of its masks (TC and changed pixels, :mod:`rtseg.temporal.metrics`), computed after
+  the timed run so the FPS does not include it;
 - parameters and GFLOPs of the network at that size, and the artifact's size on disk.
 
 A combination that cannot be measured gets a status instead of figures, so one missing runtime
@@ -173,9 +175,10 @@ def _end_to_end(backend, video: str, frames: int, size: tuple[int, int]) -> dict
 
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-") as tmp:
         summary = run(RunOptions(source=video, max_frames=frames, output=str(Path(tmp) / "e2e.mp4"),
-                                 size=size, quiet=True), backend=backend)
+                                 size=size, quiet=True, flicker=True, flicker_defer=True), backend=backend)
     return {"e2e_fps": summary["fps"], "e2e_p50_ms": summary["latency_ms"]["p50"],
-            "e2e_p99_ms": summary["latency_ms"]["p99"], "e2e_frames": summary["frames"]}
+            "e2e_p99_ms": summary["latency_ms"]["p99"], "e2e_frames": summary["frames"],
+            "tc": summary["flicker"]["tc"], "changed": summary["flicker"]["changed"]}
 
 
 def measure(combo: Combo, opts: SweepOptions, log: Callable[[str], None] = lambda _: None,
