@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from rtseg import __version__
+from rtseg import __version__, signals
 from rtseg.errors import RtsegError
 
 # Order is the order of `rtseg --help`.
@@ -24,16 +24,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # First, before the imports below and any model loading: a signal is never lost.
+        signals.install()
+    command = "rtseg"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"rtseg {args.command}" if getattr(args, "command", None) else command
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return int(args.func(args) or 0)
     except RtsegError as e:
-        print(f"rtseg {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
+    except signals.StopRequested as e:
+        print(f"{command}: {e.name}: stopped before any frame was processed", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print(f"rtseg {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130

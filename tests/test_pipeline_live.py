@@ -1,4 +1,5 @@
 """Live sources: newest frame only, drops counted, latency bounded; streams reconnect with backoff."""
+import json
 import threading
 import time
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from rtseg.pipeline import PipelineError, RunOptions, Source, SourceError, run
+from rtseg.pipeline.runner import SourceLost
 from rtseg.pipeline.sources import LiveSource
 
 
@@ -105,10 +107,39 @@ def test_stop_interrupts_a_reconnect_wait(tmp_path):
 
 
 def test_lost_stream_stops_the_pipeline_with_one_line(fake_backend, tmp_path):
-    clip = tiny_clip(tmp_path / "s.mkv", n=3)
-    source = LiveSource(str(clip), reconnect=0)
-    clip.unlink()  # opened, then gone: the first failed read ends the run
+    from test_pipeline_errors import header_only
+
+    # Opens, then delivers nothing: a stream that fails before its first frame is lost, not ended.
+    source = LiveSource(str(header_only(tmp_path / "s.mp4")), reconnect=0)
     with pytest.raises(PipelineError, match=r"capture stage: lost .*use --reconnect N"):
         run(RunOptions(source="stream", output=str(tmp_path / "o.mp4"), quiet=True),
             backend=fake_backend(), source=source)
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_stream_that_closes_after_its_frames_has_ended_not_been_lost(fake_backend, tmp_path):
+    # A file read as a stream closes at its end at once, as a server that finished does.
+    source = LiveSource(str(tiny_clip(tmp_path / "s.mkv", n=4)), reconnect=0)
+    summary = run(RunOptions(source="stream", output=str(tmp_path / "o.mp4"), json=str(tmp_path / "s.json"),
+                             quiet=True), backend=fake_backend(), source=source)
+    assert summary["ending"] == "completed" and summary["frames"] + summary["dropped"] == 4
+    assert json.loads((tmp_path / "s.json").read_text())["summary"]["ending"] == "completed"
+    assert cv2.VideoCapture(str(tmp_path / "o.mp4")).read()[0]
+
+
+def test_a_stream_lost_after_its_reconnects_keeps_its_outputs(fake_backend, tmp_path):
+    clip = tiny_clip(tmp_path / "s.mkv", n=4)
+    source = LiveSource(str(clip), reconnect=1)
+    clip.unlink()  # what is open still reads; the reconnect then finds nothing
+    out, js = tmp_path / "o.mp4", tmp_path / "s.json"
+    with pytest.raises(SourceLost, match=r"capture stage: lost .*\(1 reconnect attempts failed\)") as e:
+        run(RunOptions(source="stream", output=str(out), json=str(js), quiet=True),
+            backend=fake_backend(delay=0.01), source=source)
+    summary = json.loads(js.read_text())["summary"]
+    assert summary["ending"] == e.value.summary["ending"] == "source_lost" and summary["frames"] >= 1
+    assert "lost" in summary["error"]
+    frames = 0
+    cap = cv2.VideoCapture(str(out))
+    while cap.read()[0]:
+        frames += 1
+    assert frames >= 1

@@ -2,7 +2,7 @@
 
 A shipped name or ``.safetensors`` file is a torch model; on a CPU, OpenVINO runs the same network
 2.6x faster (DeepLabv3+: 73 vs 192 ms a frame on the 2-core build machine, same masks to 99.9 %),
-so ``--backend auto`` exports it once into ``engines/`` and runs the export. The choice is per
+so ``--backend auto`` exports it once into the user's export cache and runs the export. The choice is per
 model, recorded in its preset as ``cpu_runtime`` from ``rtseg bench`` (ENet with the paper's
 max-unpooling decoder ran 5x *slower* in OpenVINO than in torch; the shipped ENet upsamples
 bilinearly and OpenVINO runs it faster, but a preset may still say torch). Exported files (``.onnx``,
@@ -71,7 +71,7 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
 
 
 def open_for_run(spec: str, device: str | None = None, backend: str = "auto", precision: str | None = None,
-                 size: tuple[int, int] | None = None, calib: str | None = None, engines_dir: str = "engines",
+                 size: tuple[int, int] | None = None, calib: str | None = None, engines_dir: str | None = None,
                  log: Callable[[str], None] = log_stderr) -> Backend:
     """Opens ``spec`` for the live pipeline, exporting (once, cached) when the runtime needs it.
 
@@ -106,7 +106,9 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
         # Only the plain default falls back: an explicit backend or precision is a request to honour.
         if backend != "auto" or precision != "fp32":
             if isinstance(e, OSError):
-                raise RtsegError(f"cannot export to {engines_dir}/: {e.strerror or e}") from None
+                from rtseg.export.cache import engines_dir as cache_dir
+
+                raise RtsegError(f"cannot export to {cache_dir(engines_dir)}/: {e.strerror or e}") from None
             raise
         log(f"notice: could not export to {runtime} ({e}); running in torch instead")
         return open_backend(spec, device=device, runtime="torch")

@@ -90,6 +90,20 @@ class Stats:
         }
 
 
+def _ending_note(summary: dict) -> str:
+    """``"  skipped 1  (interrupted by SIGTERM)"``: what the frame counts alone do not say."""
+    note = f"  skipped {summary['skipped_frames']}" if summary.get("skipped_frames") else ""
+    if summary.get("truncated"):
+        note += f"  truncated: {summary['truncated']['read']} of {summary['truncated']['declared']} frames"
+    ending = summary.get("ending") or ("interrupted" if summary.get("interrupted") else "completed")
+    if ending == "interrupted":
+        signal = summary.get("signal")
+        note += "  (interrupted)" if signal in (None, "SIGINT") else f"  (interrupted by {signal})"
+    elif ending != "completed":
+        note += f"  ({ending.replace('_', ' ')})"
+    return note
+
+
 def format_summary(summary: dict) -> str:
     """Three lines for the terminal at the end of a run."""
     lat = summary["latency_ms"]
@@ -97,7 +111,7 @@ def format_summary(summary: dict) -> str:
     ratio = summary["fps"] / summary["model_fps"] if summary["model_fps"] else 0.0
     return "\n".join([
         f"frames {summary['frames']}  dropped {summary['dropped']}  "
-        f"elapsed {summary['elapsed_s']:.1f} s" + ("  (interrupted)" if summary.get("interrupted") else ""),
+        f"elapsed {summary['elapsed_s']:.1f} s" + _ending_note(summary),
         f"FPS end-to-end {summary['fps']:.2f}  model-only {summary['model_fps']:.2f}  "
         f"(ratio {ratio:.2f})  latency p50 {lat['p50']:.0f} ms  p99 {lat['p99']:.0f} ms",
         "stage mean ms: " + "  ".join(f"{s} {stages[s]['mean']:.1f}" for s in STAGES),
