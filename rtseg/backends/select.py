@@ -38,7 +38,9 @@ def _preset_runtime(spec: str) -> str:
 
         return load_weights(spec)[1].cpu_runtime
     from rtseg.config import load_preset
+    from rtseg.zoo import check_runnable
 
+    check_runnable(spec)  # an unknown name lists only the names that run, not every preset file
     return load_preset(spec).cpu_runtime
 
 
