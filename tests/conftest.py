@@ -15,6 +15,20 @@ CLIP = DATA / "video" / "highway_960x540_25fps.mp4"
 CAMVID = DATA / "camvid"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_export_cache(tmp_path_factory):
+    """Exports go to a temporary cache, never the user's real one (subprocesses inherit it)."""
+    import os
+
+    saved = os.environ.get("RTSEG_CACHE")
+    os.environ["RTSEG_CACHE"] = str(tmp_path_factory.mktemp("rtseg_cache"))
+    yield Path(os.environ["RTSEG_CACHE"])
+    if saved is None:
+        os.environ.pop("RTSEG_CACHE", None)
+    else:
+        os.environ["RTSEG_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_enet(tmp_path_factory) -> Path:
     """``best.safetensors`` of an ENet trained for 30 iterations on 8 CamVid frames at 1/2 scale.

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from rtseg.pipeline import PipelineError, RunOptions, Source, SourceError, run
-from rtseg.pipeline.runner import SourceLost
 from rtseg.pipeline.sources import LiveSource
 
 
@@ -128,6 +127,8 @@ def test_a_stream_that_closes_after_its_frames_has_ended_not_been_lost(fake_back
 
 
 def test_a_stream_lost_after_its_reconnects_keeps_its_outputs(fake_backend, tmp_path):
+    from rtseg.pipeline.runner import SourceLost
+
     clip = tiny_clip(tmp_path / "s.mkv", n=4)
     source = LiveSource(str(clip), reconnect=1)
     clip.unlink()  # what is open still reads; the reconnect then finds nothing
@@ -143,3 +144,16 @@ def test_a_stream_lost_after_its_reconnects_keeps_its_outputs(fake_backend, tmp_
     while cap.read()[0]:
         frames += 1
     assert frames >= 1
+
+
+def test_live_recording_plays_for_as_long_as_it_was_captured(fake_backend, tmp_path):
+    from stream_helpers import video_duration
+
+    pytest.importorskip("imageio_ffmpeg", reason="variable frame rate output needs imageio-ffmpeg")
+    camera = FakeCamera(n=75, fps=25)  # 3 s of a 25 fps camera...
+    out = tmp_path / "o.mp4"
+    summary = run(RunOptions(source="camera", output=str(out), quiet=True),
+                  backend=fake_backend(delay=0.1), source=camera)  # ...of which ~10 fps get through
+    assert summary["dropped"] > 0 and summary["frames"] < 60
+    # Written at the nominal 25 fps the recording would last frames / 25 s (a time-lapse).
+    assert abs(video_duration(out) - 3.0) <= 0.3

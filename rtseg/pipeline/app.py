@@ -122,6 +122,7 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
     size = opts.size or meta.input_size
     summary.update({"source": source.description, "live": source.live, "source_fps": round(source.fps, 3),
                     "skipped_frames": source.skipped, "truncated": source.truncated,
+                    "reconnects": getattr(source, "reconnects", 0),
                     "model": meta.name, "runtime": backend.runtime, "precision": meta.precision,
                     "size": [int(size[0]), int(size[1])], "codec": video.codec if video else None,
                     "video_s": video.duration_s if video else None, "threads": opts.threads or threads})

@@ -54,7 +54,9 @@ class Stats:
         """Records a finished frame; returns its record (milliseconds per stage and ``latency``)."""
         now = time.perf_counter()
         rec = {"index": index, "name": name, **{k: round(times.get(k, 0.0), 3) for k in STAGES},
-               "latency": round((now - t_capture) * 1000, 3)}
+               "latency": round((now - t_capture) * 1000, 3),
+               # capture time since the start of the run: the recording's own clock, in seconds
+               "t": round(t_capture - self.t_start, 3) if self.t_start is not None else None}
         with self._lock:
             self.records.append(rec)
             self.t_end = now
