@@ -24,9 +24,10 @@ import threading
 ENDINGS = {"SIGINT": ("interrupted", 130), "SIGTERM": ("terminated", 143), "SIGHUP": ("hangup", 129)}
 
 
-class StopRequested(BaseException):
-    """A stop signal arrived outside the pipeline. A ``BaseException`` like ``KeyboardInterrupt``,
-    so that ``except Exception`` in library code does not swallow it."""
+class StopRequested(KeyboardInterrupt):
+    """A stop signal arrived outside the pipeline. A ``KeyboardInterrupt``, so that ``except
+    Exception`` in library code does not swallow it and the loops that already stop cleanly on
+    Ctrl+C (``rtseg batch`` keeps its finished frames, for one) do the same for SIGTERM and SIGHUP."""
 
     def __init__(self, name: str):
         super().__init__(name)

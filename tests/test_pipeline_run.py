@@ -192,6 +192,7 @@ def test_benchmark_report_flags_a_disturbed_run():
     assert "stolen" not in format_benchmark({**base, "cpu_steal": {"model_only": None}})
 
 
+@pytest.mark.slow
 def test_a_file_keeps_its_own_timing_frame_for_frame(fake_backend, tmp_path):
     from stream_helpers import video_duration
 

@@ -21,7 +21,7 @@ from rtseg.pipeline.ending import ERROR, SOURCE_LOST
 from rtseg.pipeline.overlay import Renderer, Style, parse_ignore
 from rtseg.pipeline.runner import Pipeline, PipelineError, SourceLost
 from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
-from rtseg.pipeline.sources import Source, open_source
+from rtseg.pipeline.sources import Source, SourceError, open_source
 from rtseg.errors import RtsegError
 from rtseg.progress import Progress, log_silent, log_stderr
 
@@ -112,25 +112,36 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
         # Created last: its clock gives the rate and ETA, and model loading is not frame time.
         progress = Progress(source.total, "run", "frame", enabled=not opts.quiet)
         pipeline = Pipeline(source, backend, renderer, sinks, opts.size, progress, stop=stop)
-        summary = pipeline.run()
+        # From here every ending finalizes the outputs; once the frames are done, a signal waits
+        # for the JSON instead of losing it.
+        with signals.deferred():
+            summary = pipeline.run()
+            return _finish(opts, summary, source, backend, video, pipeline, opts.threads or threads)
     finally:
         torch.set_num_threads(threads)
         if pipeline is None:  # once started, the pipeline closes the source itself
             source.close()
         if progress is not None and progress.n:
             progress.close()
+
+
+def _finish(opts: RunOptions, summary: dict, source: Source, backend: Backend, video: VideoSink | None,
+            pipeline: Pipeline, threads: int) -> dict:
+    """Completes the summary, writes the JSON, and raises for the endings that are errors."""
+    meta = backend.meta
     size = opts.size or meta.input_size
     summary.update({"source": source.description, "live": source.live, "source_fps": round(source.fps, 3),
                     "skipped_frames": source.skipped, "truncated": source.truncated,
                     "reconnects": getattr(source, "reconnects", 0),
                     "model": meta.name, "runtime": backend.runtime, "precision": meta.precision,
                     "size": [int(size[0]), int(size[1])], "codec": video.codec if video else None,
-                    "video_s": video.duration_s if video else None, "threads": opts.threads or threads})
+                    "video_s": video.duration_s if video else None, "threads": threads})
     if video is not None and video.discarded:
         summary["error"] += f"; the unfinished {opts.output} was removed"
     if opts.json:
-        with signals.deferred():  # a signal now would only lose the JSON: write it first
-            write_json(opts.json, {"summary": summary, "frames": pipeline.stats.records})
+        write_json(opts.json, {"summary": summary, "frames": pipeline.stats.records})
+    if summary["frames"] == 0 and source.skipped:
+        raise SourceError(f"no decodable frame in {source.description}: all {source.skipped} were skipped")
     if summary["ending"] == SOURCE_LOST:
         raise SourceLost(summary["error"], summary)
     if summary["ending"] == ERROR:
