@@ -156,6 +156,27 @@ def test_truncated_video_warns_once_and_records_it(fake_backend, tmp_path, capsy
     assert json.loads((tmp_path / "s.json").read_text())["summary"]["truncated"]["declared"] == 221
 
 
+def test_damaged_frames_mid_video_are_skipped_and_the_rest_is_read(tmp_path):
+    data = bytearray(CLIP.read_bytes())
+    third = len(data) // 3
+    data[third:third + 50_000] = b"\xff" * 50_000  # a run of packets no decoder can read
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    masks = tmp_path / "m"
+    args = [sys.executable, "-m", "rtseg", "run", "--source", str(bad), "--model", "enet_camvid",
+            "--backend", "torch", "--size", "96x128", "--quiet"]
+    out = subprocess.run([*args, "--save-masks", str(masks), "--json", str(tmp_path / "s.json")],
+                         capture_output=True, text=True, timeout=600)
+    summary = json.loads((tmp_path / "s.json").read_text())["summary"]
+    # Every frame after the damage is still read: 221 in all, written or skipped.
+    assert out.returncode == 0 and summary["skipped_frames"] > 0 and summary["truncated"] is None
+    assert summary["frames"] == len(os.listdir(masks)) == 221 - summary["skipped_frames"]
+    # One line per damaged run, and none of FFmpeg's own per-packet noise.
+    assert out.stderr.count("undecodable frame(s)") == out.stderr.count("\n") >= 1, out.stderr
+    strict = subprocess.run([*args, "--strict"], capture_output=True, text=True, timeout=600)
+    assert strict.returncode == 1 and "undecodable frame(s)" in strict.stderr and "Traceback" not in strict.stderr
+
+
 def test_a_complete_video_is_not_called_truncated(fake_backend, tmp_path):
     summary = run(RunOptions(source=str(CLIP), vid_stride=20, quiet=True), backend=fake_backend())
     assert summary["frames"] == 12 and summary["truncated"] is None and summary["skipped_frames"] == 0

@@ -8,6 +8,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rtseg.commands import engines_arg, size_arg
@@ -56,6 +57,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # FFmpeg inside OpenCV logs every damaged packet on its own; rtseg reports skipped frames and
+    # truncated files in one line each instead. OPENCV_FFMPEG_LOGLEVEL=16 (error) brings it back.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from rtseg.pipeline import DEFAULT_MODEL, PipelineError, RunOptions, format_summary
     from rtseg.pipeline import run as run_pipeline
     from rtseg.pipeline.ending import exit_code

@@ -37,8 +37,8 @@ LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://
 DEFAULT_FPS = 25.0  # image sequences and cameras that report no rate
 # FFmpeg would otherwise wait ~30 s on a dead network peer; this keeps "never hang" true.
 STREAM_TIMEOUT_MS = 5000
-# Failed reads in a row after which a video is taken to have ended: a run of corrupt packets is
-# shorter, and at a real end each extra attempt returns at once.
+# Failed reads in a row after which a video without a declared frame count is taken to have ended;
+# at a real end each extra attempt returns at once.
 VIDEO_RETRIES = 8
 # A declared frame count is an estimate in some containers (Matroska, AVI): only a shortfall
 # larger than this share (and than 2 frames) is called truncation.
@@ -111,11 +111,11 @@ class Source:
     strict = False                  # the first bad frame is an error instead of a skip
     warn: Callable[[str], None] = staticmethod(notice)
 
-    def bad_frame(self, message: str) -> None:
-        """Skips a bad frame with one line, or raises under ``strict``."""
+    def bad_frame(self, message: str, count: int = 1) -> None:
+        """Skips ``count`` bad frames with one line, or raises under ``strict``."""
         if self.strict:
             raise SourceError(message)
-        self.skipped += 1
+        self.skipped += count
         self.warn(f"warning: skipped {message}")
 
     def read(self, stop: threading.Event) -> tuple[int, str, np.ndarray] | None:
@@ -184,12 +184,16 @@ class VideoFileSource(Source):
         """After a failed read: skips a run of undecodable frames, or reports the end of the video
         (and whether it came before the declared frame count). Returns the next frame (or True
         for a grab) once decoding resumes, None at the end."""
-        for attempt in range(VIDEO_RETRIES):
+        # Up to the declared end a failed grab is a damaged frame (each one consumes a packet), past
+        # it the end of the file; without a declared count, a fixed number of tries.
+        budget = max(VIDEO_RETRIES, (self._declared or 0) - self._index)
+        for attempt in range(budget):
             ok = self.cap.grab()
             if ok:
                 image = self.cap.retrieve()[1] if retrieve else True
                 if image is not None:
-                    self.bad_frame(f"{attempt + 1} undecodable frame(s) at frame {self._index} of {self.path}")
+                    self.bad_frame(f"{attempt + 1} undecodable frame(s) at frame {self._index} of {self.path}",
+                                   attempt + 1)
                     self._index += attempt + 1
                     return image
         self._check_truncated()
