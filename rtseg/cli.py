@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 
 from rtseg import __version__, signals
 from rtseg.errors import RtsegError
@@ -24,16 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import threading
-
     if threading.current_thread() is threading.main_thread():
         # First, before the imports below and any model loading: a signal is never lost.
         signals.install()
-    command = "rtseg"
+    # The subcommand's name for messages, known before the parser is built (a signal may come first).
+    name = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    command = f"rtseg {name}" if name in COMMANDS or name == "tune-bias" else "rtseg"
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        command = f"rtseg {args.command}" if getattr(args, "command", None) else command
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{command}: error: {e}", file=sys.stderr)
         return 2
     except signals.StopRequested as e:
-        print(f"{command}: {e.name}: stopped before any frame was processed", file=sys.stderr)
+        # `run` only lets this escape before its pipeline starts: from then on signals stop the
+        # pipeline and the outputs are finalized instead.
+        where = " before the first frame; no output was written" if name == "run" else ""
+        print(f"{command}: stopped by {e.name}{where}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)

@@ -45,7 +45,6 @@ class _State:
         self.mode = "raise"                 # raise | pipeline | defer
         self.stop: threading.Event | None = None
         self.abort: threading.Event | None = None
-        self.installed = False
 
 
 state = _State()
@@ -88,12 +87,6 @@ def install() -> None:
         sig = getattr(signal, name, None)
         if sig is not None:  # no SIGHUP on Windows
             signal.signal(sig, _handle)
-    state.installed = True
-
-
-def reset() -> None:
-    """Forgets received signals (tests that run several commands in one process)."""
-    state.name, state.count, state.mode, state.stop, state.abort = None, 0, "raise", None, None
 
 
 def received() -> str | None:

@@ -122,7 +122,8 @@ def test_signal_during_start_up_and_model_loading_ends_the_run(sig, delay, tmp_p
     if js.exists():  # the signal landed after the first frame: the outputs are finalized
         check_recording(out, js, masks, "interrupted")
     else:
-        assert stderr.strip().splitlines()[-1].endswith("stopped before any frame was processed")
+        assert stderr.strip().splitlines()[-1] == (f"rtseg run: stopped by {sig.name} before the first frame; "
+                                                   f"no output was written")
         assert not out.exists() and count_files(masks) == 0
 
 

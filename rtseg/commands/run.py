@@ -66,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = run_pipeline(RunOptions(
-        source=args.source, model=args.model or DEFAULT_MODEL, device=args.device, backend=args.backend,
-        precision=args.precision, calib=args.calib, output=args.output,
-        save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
-        max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
-        alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
-        hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
-        strict=args.strict, engines_dir=args.engines))
+            source=args.source, model=args.model or DEFAULT_MODEL, device=args.device, backend=args.backend,
+            precision=args.precision, calib=args.calib, engines_dir=args.engines, output=args.output,
+            save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
+            max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
+            alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
+            hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
+            strict=args.strict))
     except PipelineError as e:
         if e.summary is None:
             raise  # nothing ran: a one-line error, exit 2
