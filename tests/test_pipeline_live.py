@@ -157,3 +157,18 @@ def test_live_recording_plays_for_as_long_as_it_was_captured(fake_backend, tmp_p
     assert summary["dropped"] > 0 and summary["frames"] < 60
     # Written at the nominal 25 fps the recording would last frames / 25 s (a time-lapse).
     assert abs(video_duration(out) - 3.0) <= 0.3
+
+
+def test_without_ffmpeg_a_live_recording_keeps_time_by_repeating_frames(fake_backend, tmp_path, monkeypatch):
+    import rtseg.pipeline.sinks as sinks
+
+    monkeypatch.setattr(sinks, "ffmpeg_exe", lambda: None)
+    camera = FakeCamera(n=50, fps=25)  # 2 s
+    out = tmp_path / "o.avi"
+    summary = run(RunOptions(source="camera", output=str(out), quiet=True),
+                  backend=fake_backend(delay=0.1), source=camera)
+    cap = cv2.VideoCapture(str(out))
+    written = 0
+    while cap.read()[0]:
+        written += 1
+    assert summary["frames"] < 30 and abs(written / 25 - 2.0) <= 0.2  # a fixed 25 fps file lasting 2 s

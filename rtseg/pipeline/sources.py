@@ -267,7 +267,6 @@ class LiveSource(Source):
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
         self.reconnects = 0
-        self.ended = False  # the server closed the stream (as opposed to lost)
         self._index = 0
 
     def _open(self) -> cv2.VideoCapture | None:
@@ -292,8 +291,7 @@ class LiveSource(Source):
         while not ok:
             if attempt >= self.reconnect:
                 if not self.reconnect and self._index > 0 and not stalled:
-                    self.ended = True
-                    return None
+                    return None  # the server closed the stream: it has ended
                 raise StreamLost(f"lost {self.description}" + (
                     f" ({self.reconnect} reconnect attempts failed)" if self.reconnect else
                     " (use --reconnect N to retry)"))
