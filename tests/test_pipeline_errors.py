@@ -156,6 +156,7 @@ def test_truncated_video_warns_once_and_records_it(fake_backend, tmp_path, capsy
     assert json.loads((tmp_path / "s.json").read_text())["summary"]["truncated"]["declared"] == 221
 
 
+@pytest.mark.slow
 def test_damaged_frames_mid_video_are_skipped_and_the_rest_is_read(tmp_path):
     data = bytearray(CLIP.read_bytes())
     third = len(data) // 3
