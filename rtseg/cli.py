@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 
-from rtseg import __version__
+from rtseg import __version__, signals
 from rtseg.errors import RtsegError
 
 # Order is the order of `rtseg --help`.
@@ -24,16 +25,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    if threading.current_thread() is threading.main_thread():
+        # First, before the imports below and any model loading: a signal is never lost.
+        signals.install()
+    # The subcommand's name for messages, known before the parser is built (a signal may come first).
+    name = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    command = f"rtseg {name}" if name in COMMANDS or name == "tune-bias" else "rtseg"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return int(args.func(args) or 0)
     except RtsegError as e:
-        print(f"rtseg {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
+    except signals.StopRequested as e:
+        # `run` only lets this escape before its pipeline starts: from then on signals stop the
+        # pipeline and the outputs are finalized instead.
+        where = " before the first frame; no output was written" if name == "run" else ""
+        print(f"{command}: stopped by {e.name}{where}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print(f"rtseg {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130

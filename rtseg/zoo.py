@@ -62,6 +62,28 @@ def build_from_preset(preset: ModelPreset, num_classes: int, pretrained: bool | 
     return build(preset.arch, num_classes, **options)
 
 
+def check_runnable(spec: str) -> None:
+    """Fails unless ``spec`` is a model file or a preset whose trained weights are installed.
+
+    The "Valid:" list of an unknown name holds only names that run as given; a preset that exists
+    but ships no weights gets its own message instead of an "unknown" that contradicts the list.
+
+    Raises:
+        UnknownModelError: no such preset (with the runnable names).
+        CheckpointError: a preset without trained weights in this install.
+    """
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.is_file():
+        return
+    runnable = shipped_names()
+    if spec in runnable:
+        return
+    if spec in list_configs("models"):
+        raise CheckpointError(f"preset '{spec}' has no trained weights in this install; train it with "
+                              f"`rtseg train` or pass a .safetensors file (shipped: {', '.join(runnable)})")
+    check_name(spec, runnable, "model")
+
+
 def load_model(spec: str) -> LoadedModel:
     """Loads ``spec``: a shipped preset name (``deeplabv3plus_camvid``) or a ``.safetensors`` file.
 
@@ -73,11 +95,8 @@ def load_model(spec: str) -> LoadedModel:
     if path.suffix == ".safetensors" or path.is_file():
         state, preset, dataset, info = load_weights(path)
     else:
-        check_name(spec, shipped_names() or list_configs("models"), "model")
+        check_runnable(spec)
         preset = load_preset(spec)
-        if not is_shipped(preset.weights):
-            raise CheckpointError(f"preset '{spec}' has no trained weights in this install; "
-                                  f"train it with `rtseg train` or pass a .safetensors file")
         state, preset_saved, dataset, info = load_weights(weight_path(preset.weights))
     # Trained weights replace the backbone's ImageNet weights, so do not require that package.
     model = build_from_preset(preset, dataset.num_classes, pretrained=False)

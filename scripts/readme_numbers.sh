@@ -38,9 +38,10 @@ python -m rtseg.export.bench_backends --model deeplabv3plus_camvid --size 360x48
   --calib "$DATA/camvid/train" --val-root "$DATA/camvid" --repeats 200 --json "$OUT/argmax.json"
 
 # 5. The live INT8 path a user runs: calibrate on the clip itself, every frame, H.264 output
-#    (run in its own folder so that the export lands in a fresh engines/).
+#    (with its own export cache, so that the export is built fresh and timed).
 mkdir -p "$OUT/run_int8"
-(cd "$OUT/run_int8" && rtseg run --source "$CLIP" --precision int8 --calib "$CLIP" --output o.mp4 --json stats.json)
+(cd "$OUT/run_int8" && rtseg run --source "$CLIP" --precision int8 --calib "$CLIP" --engines engines \
+  --output o.mp4 --json stats.json)
 
-# 6. Flicker and temporal smoothing (README "Flicker"): clip TC / changed pixels / FPS, CamVid val mIoU.
+# 6. Flicker and temporal smoothing (docs/results.md "Flicker"): clip TC / changed pixels / FPS, CamVid val mIoU.
 python scripts/bench_smooth.py --out "$OUT/smooth" --settings off,ema:0.5,flow:0.5,flow:0.3,off --rounds 1

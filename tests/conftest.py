@@ -29,6 +29,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_export_cache(tmp_path_factory):
+    """Exports go to a temporary cache, never the user's real one (subprocesses inherit it)."""
+    import os
+
+    saved = os.environ.get("RTSEG_CACHE")
+    os.environ["RTSEG_CACHE"] = str(tmp_path_factory.mktemp("rtseg_cache"))
+    yield Path(os.environ["RTSEG_CACHE"])
+    if saved is None:
+        os.environ.pop("RTSEG_CACHE", None)
+    else:
+        os.environ["RTSEG_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_enet(tmp_path_factory) -> Path:
     """``best.safetensors`` of an ENet trained for 30 iterations on 8 CamVid frames at 1/2 scale.

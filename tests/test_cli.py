@@ -45,3 +45,30 @@ def test_unknown_model_is_one_line_error():
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "Did you mean 'enet'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_valid_model_names_of_an_unknown_model_all_run(capsys, tmp_path):
+    from rtseg.backends import open_backend
+    from rtseg.config import list_configs
+    from rtseg.pipeline.sources import open_source
+
+    code = main(["run", "--quiet", "--source", "/nonexistent.mp4", "--model", "nonexistent"])
+    assert code == 2 and "source not found" in capsys.readouterr().err  # the source is checked first
+    frame = tmp_path / "f.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(frame), np.zeros((36, 48, 3), np.uint8))
+    code = main(["run", "--quiet", "--source", str(frame), "--model", "nonexistent"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "unknown model 'nonexistent'" in err
+    valid = err.split("Valid: ", 1)[1].split(", ")
+    assert valid and set(valid) <= set(list_configs("models"))
+    image = open_source(str(frame)).read(None)[2]
+    for name in valid:  # every name offered runs as given
+        backend = open_backend(name, runtime="torch")
+        assert backend.infer(backend.preprocess(image[..., ::-1].copy(), (36, 48))[None]).shape[-2:] == (36, 48)
+    for name in sorted(set(list_configs("models")) - set(valid)):  # the others say why they do not
+        code = main(["run", "--quiet", "--source", str(frame), "--model", name])
+        err = capsys.readouterr().err
+        assert code == 2 and "no trained weights" in err and "unknown" not in err

@@ -1,4 +1,5 @@
 """Bad input gives one line and exit code 2, never a traceback, a hang or a finished-looking file."""
+import json
 import os
 import struct
 import subprocess
@@ -8,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import CLIP
+from test_pipeline_run import decode
 
 from rtseg.cli import main
 from rtseg.errors import RtsegError
@@ -99,23 +101,86 @@ def test_show_without_a_display_is_an_error_not_a_window(tmp_path, capsys, monke
     assert code == 2 and "--show needs" in err
 
 
-def test_a_failing_stage_stops_everything_and_discards_partial_outputs(fake_backend, tmp_path):
+def test_a_failing_stage_stops_everything_and_keeps_what_was_finished(fake_backend, tmp_path):
     out, js = tmp_path / "out.mp4", tmp_path / "s.json"
     backend = fake_backend(fail_at=4)
-    with pytest.raises(PipelineError, match=r"^inference stage: RuntimeError: boom$"):
+    with pytest.raises(PipelineError, match=r"^inference stage: RuntimeError: boom$") as e:
         run(RunOptions(source=str(CLIP), output=str(out), json=str(js), quiet=True), backend=backend)
     assert backend.calls == 4  # the capture thread stopped instead of reading the whole clip
-    assert os.listdir(tmp_path) == []  # neither the video, its temporary, nor the JSON
+    # No unfinished temporary is left; the JSON says how the run ended, and so does the error.
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+    summary = json.loads(js.read_text())["summary"]
+    assert summary["ending"] == e.value.summary["ending"] == "error"
+    assert summary["error"] == "inference stage: RuntimeError: boom"
+    if out.exists():  # frames that reached the sink before the abort are a playable video
+        assert len(decode(out)) == summary["frames"] > 0
 
 
-def test_corrupt_image_in_a_folder(fake_backend, tmp_path):
+def corrupt_folder(tmp_path):
     src = tmp_path / "imgs"
     src.mkdir()
-    cv2.imwrite(str(src / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    for name in ("a", "c"):
+        cv2.imwrite(str(src / f"{name}.png"), np.full((20, 30, 3), 90, np.uint8))
     (src / "b.png").write_bytes(b"\x89PNG garbage")
+    return src
+
+
+def test_corrupt_image_in_a_folder_is_skipped_counted_and_reported(fake_backend, tmp_path, capsys):
+    src = corrupt_folder(tmp_path)
+    summary = run(RunOptions(source=str(src), output=str(tmp_path / "o.mp4"), save_masks=str(tmp_path / "m"),
+                             json=str(tmp_path / "s.json"), quiet=True), backend=fake_backend())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipped cannot decode image" in err and "b.png" in err
+    assert summary["frames"] == 2 and summary["skipped_frames"] == 1 and summary["ending"] == "completed"
+    assert sorted(os.listdir(tmp_path / "m")) == ["a.png", "c.png"]
+    assert len(decode(tmp_path / "o.mp4")) == 2
+    assert json.loads((tmp_path / "s.json").read_text())["summary"]["skipped_frames"] == 1
+
+
+def test_strict_makes_the_first_corrupt_image_fatal(fake_backend, tmp_path):
+    src = corrupt_folder(tmp_path)
     with pytest.raises(PipelineError, match="capture stage: cannot decode image.*b.png"):
-        run(RunOptions(source=str(src), output=str(tmp_path / "o.mp4"), quiet=True), backend=fake_backend())
-    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / ".o.incomplete.mp4").exists()
+        run(RunOptions(source=str(src), output=str(tmp_path / "o.mp4"), strict=True, quiet=True),
+            backend=fake_backend())
+    assert not (tmp_path / ".o.incomplete.mp4").exists()
+
+
+def test_truncated_video_warns_once_and_records_it(fake_backend, tmp_path, capsys):
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(CLIP.read_bytes()[:300_000])  # the moov box is at the front: 221 frames declared
+    summary = run(RunOptions(source=str(cut), json=str(tmp_path / "s.json"), quiet=True), backend=fake_backend())
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("rtseg:")]
+    assert 0 < summary["frames"] < 221 and summary["ending"] == "completed"
+    assert summary["truncated"] == {"declared": 221, "read": summary["frames"]}
+    assert len(err) == 1 and f"ended after {summary['frames']} of the 221 frames" in err[0]
+    assert json.loads((tmp_path / "s.json").read_text())["summary"]["truncated"]["declared"] == 221
+
+
+@pytest.mark.slow
+def test_damaged_frames_mid_video_are_skipped_and_the_rest_is_read(tmp_path):
+    data = bytearray(CLIP.read_bytes())
+    third = len(data) // 3
+    data[third:third + 50_000] = b"\xff" * 50_000  # a run of packets no decoder can read
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    masks = tmp_path / "m"
+    args = [sys.executable, "-m", "rtseg", "run", "--source", str(bad), "--model", "enet_camvid",
+            "--backend", "torch", "--size", "96x128", "--quiet"]
+    out = subprocess.run([*args, "--save-masks", str(masks), "--json", str(tmp_path / "s.json")],
+                         capture_output=True, text=True, timeout=600)
+    summary = json.loads((tmp_path / "s.json").read_text())["summary"]
+    # Every frame after the damage is still read: 221 in all, written or skipped.
+    assert out.returncode == 0 and summary["skipped_frames"] > 0 and summary["truncated"] is None
+    assert summary["frames"] == len(os.listdir(masks)) == 221 - summary["skipped_frames"]
+    # One line per damaged run, and none of FFmpeg's own per-packet noise.
+    assert out.stderr.count("undecodable frame(s)") == out.stderr.count("\n") >= 1, out.stderr
+    strict = subprocess.run([*args, "--strict"], capture_output=True, text=True, timeout=600)
+    assert strict.returncode == 1 and "undecodable frame(s)" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_a_complete_video_is_not_called_truncated(fake_backend, tmp_path):
+    summary = run(RunOptions(source=str(CLIP), vid_stride=20, quiet=True), backend=fake_backend())
+    assert summary["frames"] == 12 and summary["truncated"] is None and summary["skipped_frames"] == 0
 
 
 def test_error_is_one_line_from_the_console_script(tmp_path):

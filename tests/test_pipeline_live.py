@@ -1,4 +1,5 @@
 """Live sources: newest frame only, drops counted, latency bounded; streams reconnect with backoff."""
+import json
 import threading
 import time
 
@@ -105,10 +106,69 @@ def test_stop_interrupts_a_reconnect_wait(tmp_path):
 
 
 def test_lost_stream_stops_the_pipeline_with_one_line(fake_backend, tmp_path):
-    clip = tiny_clip(tmp_path / "s.mkv", n=3)
-    source = LiveSource(str(clip), reconnect=0)
-    clip.unlink()  # opened, then gone: the first failed read ends the run
+    from test_pipeline_errors import header_only
+
+    # Opens, then delivers nothing: a stream that fails before its first frame is lost, not ended.
+    source = LiveSource(str(header_only(tmp_path / "s.mp4")), reconnect=0)
     with pytest.raises(PipelineError, match=r"capture stage: lost .*use --reconnect N"):
         run(RunOptions(source="stream", output=str(tmp_path / "o.mp4"), quiet=True),
             backend=fake_backend(), source=source)
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_stream_that_closes_after_its_frames_has_ended_not_been_lost(fake_backend, tmp_path):
+    # A file read as a stream closes at its end at once, as a server that finished does.
+    source = LiveSource(str(tiny_clip(tmp_path / "s.mkv", n=4)), reconnect=0)
+    summary = run(RunOptions(source="stream", output=str(tmp_path / "o.mp4"), json=str(tmp_path / "s.json"),
+                             quiet=True), backend=fake_backend(), source=source)
+    assert summary["ending"] == "completed" and summary["frames"] + summary["dropped"] == 4
+    assert json.loads((tmp_path / "s.json").read_text())["summary"]["ending"] == "completed"
+    assert cv2.VideoCapture(str(tmp_path / "o.mp4")).read()[0]
+
+
+def test_a_stream_lost_after_its_reconnects_keeps_its_outputs(fake_backend, tmp_path):
+    from rtseg.pipeline.runner import SourceLost
+
+    clip = tiny_clip(tmp_path / "s.mkv", n=4)
+    source = LiveSource(str(clip), reconnect=1)
+    clip.unlink()  # what is open still reads; the reconnect then finds nothing
+    out, js = tmp_path / "o.mp4", tmp_path / "s.json"
+    with pytest.raises(SourceLost, match=r"capture stage: lost .*\(1 reconnect attempts failed\)") as e:
+        run(RunOptions(source="stream", output=str(out), json=str(js), quiet=True),
+            backend=fake_backend(delay=0.01), source=source)
+    summary = json.loads(js.read_text())["summary"]
+    assert summary["ending"] == e.value.summary["ending"] == "source_lost" and summary["frames"] >= 1
+    assert "lost" in summary["error"]
+    frames = 0
+    cap = cv2.VideoCapture(str(out))
+    while cap.read()[0]:
+        frames += 1
+    assert frames >= 1
+
+
+def test_live_recording_plays_for_as_long_as_it_was_captured(fake_backend, tmp_path):
+    from stream_helpers import video_duration
+
+    pytest.importorskip("imageio_ffmpeg", reason="variable frame rate output needs imageio-ffmpeg")
+    camera = FakeCamera(n=75, fps=25)  # 3 s of a 25 fps camera...
+    out = tmp_path / "o.mp4"
+    summary = run(RunOptions(source="camera", output=str(out), quiet=True),
+                  backend=fake_backend(delay=0.1), source=camera)  # ...of which ~10 fps get through
+    assert summary["dropped"] > 0 and summary["frames"] < 60
+    # Written at the nominal 25 fps the recording would last frames / 25 s (a time-lapse).
+    assert abs(video_duration(out) - 3.0) <= 0.3
+
+
+def test_without_ffmpeg_a_live_recording_keeps_time_by_repeating_frames(fake_backend, tmp_path, monkeypatch):
+    import rtseg.pipeline.sinks as sinks
+
+    monkeypatch.setattr(sinks, "ffmpeg_exe", lambda: None)
+    camera = FakeCamera(n=50, fps=25)  # 2 s
+    out = tmp_path / "o.avi"
+    summary = run(RunOptions(source="camera", output=str(out), quiet=True),
+                  backend=fake_backend(delay=0.1), source=camera)
+    cap = cv2.VideoCapture(str(out))
+    written = 0
+    while cap.read()[0]:
+        written += 1
+    assert summary["frames"] < 30 and abs(written / 25 - 2.0) <= 0.2  # a fixed 25 fps file lasting 2 s

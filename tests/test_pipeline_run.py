@@ -193,6 +193,16 @@ def test_benchmark_report_flags_a_disturbed_run():
     assert "stolen" not in format_benchmark({**base, "cpu_steal": {"model_only": None}})
 
 
+@pytest.mark.slow
+def test_a_file_keeps_its_own_timing_frame_for_frame(fake_backend, tmp_path):
+    from stream_helpers import video_duration
+
+    pytest.importorskip("imageio_ffmpeg", reason="H.264 output needs the `video` extra (imageio-ffmpeg)")
+    out = tmp_path / "out.mp4"
+    run(RunOptions(source=str(CLIP), output=str(out), quiet=True), backend=fake_backend())
+    assert len(decode(out)) == 221 and video_duration(out) == pytest.approx(video_duration(CLIP), abs=0.01)
+
+
 def test_h264_through_imageio_ffmpeg(fake_backend, tmp_path):
     pytest.importorskip("imageio_ffmpeg", reason="H.264 output needs the `video` extra (imageio-ffmpeg)")
     out = tmp_path / "out.mp4"

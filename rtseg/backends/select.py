@@ -2,7 +2,7 @@
 
 A shipped name or ``.safetensors`` file is a torch model; on a CPU, OpenVINO runs the same network
 2.6x faster (DeepLabv3+: 73 vs 192 ms a frame on the 2-core build machine, same masks to 99.9 %),
-so ``--backend auto`` exports it once into ``engines/`` and runs the export. The choice is per
+so ``--backend auto`` exports it once into the user's export cache and runs the export. The choice is per
 model, recorded in its preset as ``cpu_runtime`` from ``rtseg bench`` (ENet with the paper's
 max-unpooling decoder ran 5x *slower* in OpenVINO than in torch; the shipped ENet upsamples
 bilinearly and OpenVINO runs it faster, but a preset may still say torch). Exported files (``.onnx``,
@@ -39,7 +39,9 @@ def _preset_runtime(spec: str) -> str:
 
         return load_weights(spec)[1].cpu_runtime
     from rtseg.config import load_preset
+    from rtseg.zoo import check_runnable
 
+    check_runnable(spec)  # an unknown name lists only the names that run, not every preset file
     return load_preset(spec).cpu_runtime
 
 
@@ -102,7 +104,7 @@ def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir:
 
 
 def open_for_run(spec: str, device: str | None = None, backend: str = "auto", precision: str | None = None,
-                 size: tuple[int, int] | None = None, calib: str | None = None, engines_dir: str = "engines",
+                 size: tuple[int, int] | None = None, calib: str | None = None, engines_dir: str | None = None,
                  log: Callable[[str], None] = log_stderr) -> Backend:
     """Opens ``spec`` for the live pipeline, exporting (once, cached) when the runtime needs it.
 
@@ -142,7 +144,9 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
         # Only the plain default falls back: an explicit backend or precision is a request to honour.
         if backend != "auto" or precision != "fp32":
             if isinstance(e, OSError):
-                raise RtsegError(f"cannot export to {engines_dir}/: {e.strerror or e}") from None
+                from rtseg.export.cache import engines_dir as cache_dir
+
+                raise RtsegError(f"cannot export to {cache_dir(engines_dir)}/: {e.strerror or e}") from None
             raise
         log(f"notice: could not export to {runtime} ({e}); running in torch instead")
         return open_backend(spec, device=device, runtime="torch")

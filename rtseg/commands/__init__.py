@@ -29,3 +29,10 @@ def floats_arg(text: str) -> list[float]:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def engines_arg(parser: argparse.ArgumentParser, flag: str = "--engines", dest: str = "engines") -> None:
+    """``--engines DIR``: the export cache of a command that exports models."""
+    parser.add_argument(flag, dest=dest, metavar="DIR", default=None,
+                        help="export cache folder (default: $RTSEG_CACHE, else ~/.cache/rtseg/engines "
+                             "or the platform's user cache)")

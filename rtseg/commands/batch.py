@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 
+from rtseg import signals
+from rtseg.signals import ENDINGS
+
 from rtseg.commands import floats_arg, size_arg
 
 
@@ -69,4 +72,5 @@ def run(args: argparse.Namespace) -> int:
         score_data=args.score_data, **chosen))
     if not args.quiet:
         print(format_summary(summary))
-    return 130 if summary["interrupted"] else 0
+    # 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM): the finished frames are kept.
+    return ENDINGS[signals.received() or "SIGINT"][1] if summary["interrupted"] else 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from rtseg.commands import size_arg
+from rtseg.commands import engines_arg, size_arg
 from rtseg.progress import log_silent, log_stderr
 
 DEFAULT_ROOT = "../shared/data/camvid"  # where a checkout of this project finds CamVid
@@ -47,7 +47,7 @@ def register(sub) -> None:
     s.add_argument("--calib", help="INT8 calibration frames, folder or video (default: ROOT/train)")
     s.add_argument("--calib-frames", type=int, default=32)
     s.add_argument("--repeats", type=int, default=30, help="timed model-only runs (default 30, after 5 warm-up)")
-    s.add_argument("--engines", default="engines", help="artifact cache folder (default engines/)")
+    engines_arg(s)
     s.add_argument("--out", help="write results.csv, results.json and pareto.png (needs the 'plot' extra) here")
     o = p.add_argument_group("--pipeline")
     o.add_argument("--model", help="shipped name or model file (default: deeplabv3plus_camvid)")

@@ -1,9 +1,10 @@
-"""``rtseg export``: ONNX / OpenVINO / TensorRT artifacts in ``engines/``; the last stdout line is the path."""
+"""``rtseg export``: ONNX / OpenVINO / TensorRT artifacts in the export cache
+(``--engines``, default ``$RTSEG_CACHE`` or ``~/.cache/rtseg/engines``); the last stdout line is the path."""
 from __future__ import annotations
 
 import argparse
 
-from rtseg.commands import size_arg
+from rtseg.commands import engines_arg, size_arg
 from rtseg.progress import log_stderr
 
 
@@ -26,7 +27,9 @@ def register(sub) -> None:
     p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
                    help="INT8 gate budget in mIoU points (default 1.0)")
     p.add_argument("--force", action="store_true", help="keep an INT8 artifact over budget (the drop is recorded)")
-    p.add_argument("--out-dir", default="engines", help="artifact cache folder (default ./engines)")
+    engines_arg(p)
+    # The older spelling of --engines, kept so that scripts using it keep working.
+    p.add_argument("--out-dir", dest="engines", help=argparse.SUPPRESS)
     p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
     p.set_defaults(func=run)
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     req = ExportRequest(model=args.model, format=args.format, precision=args.precision, size=args.size,
                         dynamic=args.dynamic, argmax=args.argmax, calib=args.calib, calib_frames=args.calib_frames,
                         val=args.val, gate_frames=args.gate_frames, max_drop=args.max_drop, force=args.force,
-                        out_dir=args.out_dir, workspace_gb=args.workspace_gb)
+                        out_dir=args.engines, workspace_gb=args.workspace_gb)
     result = export(req, log=log_stderr, show=print, progress=True)
     print(result.path)
     return 0

@@ -10,13 +10,18 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
-from rtseg.commands import size_arg
+from rtseg.commands import engines_arg, size_arg
 
 
 def register(sub) -> None:
+    from rtseg.pipeline.ending import EXIT_CODES_HELP
+
     p = sub.add_parser("run", help="segment a video, images, a webcam or a stream (threaded, real time)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, epilog=EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="sample",
                    help="video file, image file, folder or glob of images, webcam index (0), rtsp:// or http(s):// URL; "
                         "default 'sample': the dashcam clip shipped with rtseg")
@@ -24,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for .engine files)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
                    help="runtime; auto: the model's preferred CPU runtime (OpenVINO for DeepLabv3+ and ICNet, "
-                        "exported once into engines/), torch on CUDA, an exported file's own runtime")
+                        "exported once into the cache, see --engines), torch on CUDA, an exported file's own runtime")
+    engines_arg(p)
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
                    help="default fp32; int8 needs --calib (and exports with the accuracy gate); fp16: CUDA only. "
                         "An exported file runs in the precision it was exported in")
@@ -33,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--vid-stride", type=int, default=1, help="process every N-th frame of a file")
     p.add_argument("--reconnect", type=int, default=0, help="reopen a dropped stream/camera up to N times (backoff)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first undecodable image or video frame (default: skip it with a warning)")
     out = p.add_argument_group("outputs")
     out.add_argument("--output", help="overlay video (.mp4 H.264 with imageio-ffmpeg installed; .mov .mkv .avi)")
     out.add_argument("--save-masks", metavar="DIR", help="class-id PNG per frame at the source resolution")
@@ -60,19 +68,31 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtseg.pipeline import DEFAULT_MODEL, RunOptions, format_summary
+    # FFmpeg inside OpenCV logs every damaged packet on its own; rtseg reports skipped frames and
+    # truncated files in one line each instead. OPENCV_FFMPEG_LOGLEVEL=16 (error) brings it back.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from rtseg.assets import resolve_source
+    from rtseg.pipeline import DEFAULT_MODEL, PipelineError, RunOptions, format_summary
     from rtseg.pipeline import run as run_pipeline
+    from rtseg.pipeline.ending import exit_code
 
-    summary = run_pipeline(RunOptions(
-        source=resolve_source(args.source), model=args.model or DEFAULT_MODEL, device=args.device, backend=args.backend,
-        precision=args.precision, calib=args.calib and resolve_source(args.calib), output=args.output,
-        save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
-        max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
-        alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
-        hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
-        smooth=args.smooth, smooth_alpha=args.smooth_alpha, flicker=args.flicker or None))
+    try:
+        summary = run_pipeline(RunOptions(
+            source=resolve_source(args.source), model=args.model or DEFAULT_MODEL, device=args.device,
+            backend=args.backend, precision=args.precision, calib=args.calib and resolve_source(args.calib),
+            engines_dir=args.engines, output=args.output,
+            save_masks=args.save_masks, save_overlay=args.save_overlay, show=args.show, json=args.json,
+            max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
+            alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
+            hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
+            strict=args.strict, smooth=args.smooth, smooth_alpha=args.smooth_alpha,
+            flicker=args.flicker or None))
+    except PipelineError as e:
+        if e.summary is None:
+            raise  # nothing ran: a one-line error, exit 2
+        summary = e.summary
+        print(f"rtseg run: error: {e}", file=sys.stderr)
     if not args.quiet:
         print(format_summary(summary))
-    # 130 is the shell's code for a run ended by Ctrl+C; its outputs are complete nonetheless.
-    return 130 if summary["interrupted"] else 0
+    # Distinct codes per ending (see the epilog); the outputs are finalized in every one of them.
+    return exit_code(summary)

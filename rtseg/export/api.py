@@ -1,4 +1,4 @@
-"""``export(request)``: a model -> a cached, self-describing artifact under ``engines/``.
+"""``export(request)``: a model -> a cached, self-describing artifact in the export cache.
 
 Every format starts from the same FP32 ONNX, exported once per cache key and checked against
 torch. INT8 artifacts are calibrated on the user's frames and must pass the accuracy gate;
@@ -17,7 +17,9 @@ from rtseg.backends import open_backend
 from rtseg.backends.base import ModelMeta, normalize_image
 from rtseg.errors import RtsegError
 from rtseg.export.artifacts import read_meta, restamp
-from rtseg.export.cache import CacheKey, artifact_path, code_digest, safe_stem, sha256_file, sha256_files
+from rtseg.export.cache import (CacheKey, artifact_path, code_digest, engines_dir, safe_stem, sha256_file,
+                                sha256_files)
+from rtseg.io import file_lock
 from rtseg.export.gate import DEFAULT_BUDGET, GateRefused, GateResult, run_gate
 from rtseg.progress import log_silent
 
@@ -41,7 +43,7 @@ class ExportRequest:
     gate_frames: int = 100
     max_drop: float = DEFAULT_BUDGET
     force: bool = False
-    out_dir: str = "engines"
+    out_dir: str | None = None      # None: the user's cache (``cache.engines_dir``)
     workspace_gb: float = 4.0
 
 
@@ -72,7 +74,7 @@ class Exporter:
                  show: Callable[[str], None] = log_silent, progress: bool = False):
         check_request(req)
         self.req, self.log, self.show, self.progress = req, log, show, progress
-        self.out_dir = Path(req.out_dir)
+        self.out_dir = engines_dir(req.out_dir)
         self._model = self._meta = self._frames = self._weights_digest = None
         self.hit = False  # whether the last artifact looked up was a cache hit
         self._onnx_keys: dict[tuple, CacheKey] = {}
@@ -376,4 +378,12 @@ def export(req: ExportRequest, log: Callable[[str], None] = log_silent, show: Ca
         RtsegError: bad request, missing runtime, model that cannot be exported or whose dynamic
             shapes are not proven right; GateRefused when INT8 loses more than ``max_drop``.
     """
-    return Exporter(req, log, show, progress).run()
+    exporter = Exporter(req, log, show, progress)
+    try:
+        exporter.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RtsegError(f"cannot create the export cache {exporter.out_dir}: {e.strerror or e}") from None
+    # One build of a model at a time per cache: a second process exporting the same model waits,
+    # then finds the first one's artifact (the key check) instead of writing over it half-way.
+    with file_lock(exporter.out_dir / f".{safe_stem(req.model)}.lock"):
+        return exporter.run()

@@ -81,7 +81,7 @@ def artifact_for(model: str, run: Run, size: tuple[int, int], calib: str | None,
 
 def bench(model: str, runs: Sequence[Run], size: tuple[int, int], calib: str | None = None,
           val_root: str | None = None, val_split: str = "val", limit: int | None = None, warmup: int = 10,
-          repeats: int = 50, device: str = "cpu", out_dir: str = "engines",
+          repeats: int = 50, device: str = "cpu", out_dir: str | None = None,
           log: Callable[[str], None] = lambda _: None) -> list[dict]:
     """One row per run: artifact, latency figures and (with ``val_root``) CamVid mIoU.
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out-dir", default="engines")
+    p.add_argument("--out-dir", default=None, help="export cache (default: the user's, see rtseg export --help)")
     p.add_argument("--json", help="also write the rows as JSON")
     args = p.parse_args(argv)
     try:

@@ -12,12 +12,36 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 CHUNK = 1 << 20
 RTSEG_DIR = Path(__file__).resolve().parents[1]
+CACHE_ENV = "RTSEG_CACHE"
+
+
+def engines_dir(override: str | Path | None = None) -> Path:
+    """Where exported models are cached: ``override`` (``--engines DIR``), else ``$RTSEG_CACHE``,
+    else the user's cache folder: ``$XDG_CACHE_HOME/rtseg/engines`` (default ``~/.cache``) on
+    Linux, ``~/Library/Caches/rtseg/engines`` on macOS, ``%LOCALAPPDATA%\\rtseg\\engines`` on Windows.
+
+    Per user, not per working directory: a model exported once is found again from any folder.
+    """
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
+    return base / "rtseg" / "engines"
 
 
 def sha256_file(path: str | Path) -> str:

@@ -2,7 +2,8 @@
 
 Everything that can fail on user input (outputs, source, model, class names) is checked before
 the first frame, in that order, so a typo costs no model loading and a bad model costs no
-half-written files.
+half-written files. Once frames flow, every ending (end of input, a signal, a lost source, a
+failed stage) finalizes the outputs and writes the JSON before ``run`` returns or raises.
 """
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from pathlib import Path
 
 import torch
 
+from rtseg import signals
 from rtseg.backends.base import Backend
+from rtseg.io import atomic_write_text
+from rtseg.pipeline.ending import ERROR, SOURCE_LOST
 from rtseg.pipeline.overlay import Renderer, Style, parse_ignore
-from rtseg.pipeline.runner import Pipeline
+from rtseg.pipeline.runner import Pipeline, PipelineError, SourceLost
 from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
-from rtseg.pipeline.sources import Source, open_source
+from rtseg.pipeline.sources import Source, SourceError, open_source
+from rtseg.errors import RtsegError
 from rtseg.progress import Progress, log_silent, log_stderr
 from rtseg.temporal.pipeline import temporal_parts, temporal_summary
 from rtseg.temporal.smooth import check_smooth
@@ -35,7 +40,7 @@ class RunOptions:
     backend: str = "auto"           # auto | torch | onnxruntime | openvino | tensorrt (rtseg.backends.select)
     precision: str | None = None    # None: fp32, or an exported file's own precision
     calib: str | None = None        # calibration frames for an INT8 export
-    engines_dir: str = "engines"    # where exports are cached
+    engines_dir: str | None = None  # where exports are cached (None: the user's cache, see export.cache)
     output: str | None = None
     save_masks: str | None = None
     save_overlay: str | None = None
@@ -56,16 +61,14 @@ class RunOptions:
     smooth_alpha: float = 0.3       # the new frame's weight in the running average (README: Flicker)
     flicker: bool | None = None     # TC and changed pixels in the summary; None: on when smoothing
     flicker_defer: bool = False     # compute the flicker figures after the timed run (bounded runs only)
+    strict: bool = False            # the first undecodable frame ends the run instead of being skipped
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
-    except OSError as e:
-        raise SinkError(f"cannot write {path}: {e.strerror}") from None
+        atomic_write_text(path, json.dumps(data, indent=1))
+    except RtsegError as e:
+        raise SinkError(str(e)) from None
 
 
 def run(opts: RunOptions, backend: Backend | None = None, source: Source | None = None) -> dict:
@@ -77,7 +80,8 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
         source: an already opened source (tests simulate cameras this way); default from ``opts.source``.
 
     Raises:
-        RtsegError subclasses for bad input, and PipelineError when a stage fails.
+        RtsegError subclasses for bad input; PipelineError when a stage failed and SourceLost when
+        the source went away, both after finalizing the outputs (their ``summary`` is the run's).
     """
     style = Style(opts.mode, opts.alpha, hud=opts.hud, legend=opts.legend)
     check_smooth(opts.smooth, opts.smooth_alpha)
@@ -90,7 +94,7 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
     sinks: list = [ImageDirSink(d, kind) for d, kind in ((opts.save_masks, "mask"), (opts.save_overlay, "overlay")) if d]
 
     if source is None:
-        source = open_source(opts.source, opts.vid_stride, opts.max_frames, opts.reconnect)
+        source = open_source(opts.source, opts.vid_stride, opts.max_frames, opts.reconnect, opts.strict)
     threads = torch.get_num_threads()
     progress = pipeline = None
     try:
@@ -99,9 +103,10 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
 
             backend = open_for_run(opts.model, opts.device, opts.backend, opts.precision, opts.size, opts.calib,
                                    opts.engines_dir, log=log_silent if opts.quiet else log_stderr)
+        signals.check()  # a signal during loading ends here, even if a library swallowed its exception
         meta = backend.meta
         renderer = Renderer(meta.colors, meta.class_names, style, parse_ignore(opts.ignore_class, meta.class_names))
-        video = VideoSink(opts.output, source.fps) if opts.output else None
+        video = VideoSink(opts.output, source.fps, timestamps=source.live) if opts.output else None
         if video is not None:
             sinks.insert(0, video)
         stop = threading.Event()
@@ -117,19 +122,40 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
         # Created last: its clock gives the rate and ETA, and model loading is not frame time.
         progress = Progress(source.total, "run", "frame", enabled=not opts.quiet)
         pipeline = Pipeline(source, backend, renderer, sinks, opts.size, progress, stop=stop, smoother=smoother)
-        summary = pipeline.run()
+        # From here every ending finalizes the outputs; once the frames are done, a signal waits
+        # for the JSON instead of losing it.
+        with signals.deferred():
+            summary = pipeline.run()
+            return _finish(opts, summary, source, backend, video, pipeline, opts.threads or threads,
+                           smoother, meter)
     finally:
         torch.set_num_threads(threads)
         if pipeline is None:  # once started, the pipeline closes the source itself
             source.close()
         if progress is not None and progress.n:
             progress.close()
+
+
+def _finish(opts: RunOptions, summary: dict, source: Source, backend: Backend, video: VideoSink | None,
+            pipeline: Pipeline, threads: int, smoother, meter) -> dict:
+    """Completes the summary, writes the JSON, and raises for the endings that are errors."""
+    meta = backend.meta
     size = opts.size or meta.input_size
     summary.update({"source": source.description, "live": source.live, "source_fps": round(source.fps, 3),
+                    "skipped_frames": source.skipped, "truncated": source.truncated,
+                    "reconnects": getattr(source, "reconnects", 0),
                     "model": meta.name, "runtime": backend.runtime, "precision": meta.precision,
                     "size": [int(size[0]), int(size[1])], "codec": video.codec if video else None,
-                    "threads": opts.threads or threads})
+                    "video_s": video.duration_s if video else None, "threads": threads})
+    if video is not None and video.discarded:
+        summary["error"] += f"; the unfinished {opts.output} was removed"
     summary.update(temporal_summary(opts, smoother, meter))
     if opts.json:
         write_json(opts.json, {"summary": summary, "frames": pipeline.stats.records})
+    if summary["frames"] == 0 and source.skipped:
+        raise SourceError(f"no decodable frame in {source.description}: all {source.skipped} were skipped")
+    if summary["ending"] == SOURCE_LOST:
+        raise SourceLost(summary["error"], summary)
+    if summary["ending"] == ERROR:
+        raise PipelineError(summary["error"], summary) from pipeline.error[1] if pipeline.error else None
     return summary

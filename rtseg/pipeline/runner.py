@@ -15,9 +15,11 @@ Frame policy:
       price is preprocessing some frames that are then dropped (a few ms each).
 
 Shutdown: ``stop`` asks the capture thread to end; it sends ``SENTINEL`` downstream and every
-stage passes it on after the frames in flight, so the sinks finish a playable file (Ctrl+C, q,
-end of input). ``abort`` makes every stage leave at once (an exception in any stage, a second
-Ctrl+C). Every blocking queue operation has a timeout and rechecks ``abort``; nothing spins.
+stage passes it on after the frames in flight, so the sinks finish a playable file (a first
+signal, q, end of input, a stream lost for good). ``abort`` makes every stage leave at once (an
+exception in any stage, a second signal). Every blocking queue operation has a timeout and
+rechecks ``abort``; nothing spins. Either way the sinks commit what they hold; only a failure of
+the sink stage itself (encoder crash, full disk) discards the unfinished video.
 """
 from __future__ import annotations
 
@@ -30,11 +32,13 @@ from typing import Callable
 
 import torch
 
+from rtseg import signals
 from rtseg.backends.base import Backend
 from rtseg.errors import RtsegError
 from rtseg.pipeline import stages
+from rtseg.pipeline.ending import COMPLETED, ERROR, INTERRUPTED, SOURCE_LOST
 from rtseg.pipeline.overlay import Renderer
-from rtseg.pipeline.sources import Frame, Source
+from rtseg.pipeline.sources import Frame, Source, StreamLost
 from rtseg.pipeline.stats import Stats
 from rtseg.progress import Progress
 
@@ -62,7 +66,17 @@ def yield_to_inference(nice: int = BACKGROUND_NICE) -> None:
 
 
 class PipelineError(RtsegError):
-    """A stage failed; the message names the stage and the cause in one line."""
+    """A stage failed, or the source was lost; the message names the stage and the cause in one
+    line. ``summary`` is the run's summary when the run got far enough to have one (its outputs
+    were finalized and its JSON written before this was raised)."""
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary
+
+
+class SourceLost(PipelineError):
+    """The stream or camera went away for good (after its reconnect attempts)."""
 
 
 class Pipeline:
@@ -95,6 +109,7 @@ class Pipeline:
         self.abort = threading.Event()
         self.stats = Stats()
         self.error: tuple[str, BaseException] | None = None
+        self.lost: str | None = None  # why the source was lost, if it was
         self._lock = threading.Lock()
 
     # -- queue helpers -------------------------------------------------------------------------
@@ -146,7 +161,13 @@ class Pipeline:
         try:
             while not self.stop.is_set():
                 t0 = time.perf_counter()
-                item = self.source.read(self.stop)
+                try:
+                    item = self.source.read(self.stop)
+                except StreamLost as e:
+                    # Not a failure of the run: what was captured is finished and kept.
+                    self.lost = str(e)
+                    self.stop.set()
+                    break
                 if item is None:
                     break
                 t1 = time.perf_counter()
@@ -219,10 +240,12 @@ class Pipeline:
         except BaseException as e:  # noqa: BLE001
             self._fail("sink", e)
         finally:
+            # Outputs survive every ending but a failure of the outputs themselves: an encoder
+            # that crashed or a full disk leaves nothing worth keeping in the unfinished video.
+            commit = self.error is None or self.error[0] != "sink"
             for sink in self.sinks:
                 try:
-                    # A failed run discards its partial files; a stopped one keeps them, finished.
-                    sink.close(commit=self.error is None)
+                    sink.close(commit=commit)
                 except BaseException as e:  # noqa: BLE001
                     self._fail("sink", e)
 
@@ -236,13 +259,15 @@ class Pipeline:
                 t.join(POLL_S)
 
     def run(self) -> dict:
-        """Runs to the end of the input, a stop request or an error; returns the summary.
+        """Runs to the end of the input, a stop request, a lost source or an error; returns the
+        summary, whose ``ending`` says which (``error`` then names the cause).
 
-        Ctrl+C finishes the frames in flight and the outputs (a second one stops at once, still
-        finalizing the files written so far); the summary then says ``interrupted``.
+        A signal (or Ctrl+C without the CLI's handlers) finishes the frames in flight and the
+        outputs (a second one stops at once, still finalizing the files written so far); the
+        summary then says ``interrupted`` and which signal.
 
         Raises:
-            PipelineError: a stage failed (its partial outputs are deleted).
+            PipelineError: threads that did not stop after an abort.
         """
         q = self.queues
         threads = [threading.Thread(target=fn, args=args, name=f"rtseg-{name}", daemon=True)
@@ -255,29 +280,48 @@ class Pipeline:
         self.stats.start()
         for t in threads:
             t.start()
-        interrupted = False
+        keyboard = False
         try:
-            try:
-                self._join(threads)
-            except KeyboardInterrupt:
-                interrupted = True
-                self.stop.set()
+            with signals.pipeline_phase(self.stop, self.abort):
                 try:
                     self._join(threads)
-                except KeyboardInterrupt:
-                    self.abort.set()
-            if self.abort.is_set():
-                self._join(threads, JOIN_GRACE_S)
+                except KeyboardInterrupt:  # library use without the CLI's signal handlers
+                    keyboard = True
+                    self.stop.set()
+                    try:
+                        self._join(threads)
+                    except KeyboardInterrupt:
+                        self.abort.set()
+                if self.abort.is_set():
+                    self._join(threads, JOIN_GRACE_S)
         finally:
             if not threads[0].is_alive():  # never release a capture device mid-read
                 self.source.close()
         stuck = [t.name for t in threads if t.is_alive()]
-        if self.error is not None:
-            stage, exc = self.error
-            msg = str(exc) if isinstance(exc, RtsegError) else f"{type(exc).__name__}: {exc}"
-            raise PipelineError(f"{stage} stage: {msg.splitlines()[0] if msg else type(exc).__name__}") from exc
         if stuck:
             raise PipelineError(f"threads did not stop within {JOIN_GRACE_S:.0f} s: {', '.join(stuck)}")
+        return self._summary("SIGINT" if keyboard else signals.received())
+
+    def error_message(self) -> str | None:
+        """One line naming the failed stage and the cause, or None."""
+        if self.error is None:
+            return None
+        stage, exc = self.error
+        msg = str(exc) if isinstance(exc, RtsegError) else f"{type(exc).__name__}: {exc}"
+        return f"{stage} stage: {msg.splitlines()[0] if msg else type(exc).__name__}"
+
+    def _summary(self, signal_name: str | None) -> dict:
         summary = self.stats.summary()
-        summary["interrupted"] = interrupted
+        # The first cause wins: a stage failure, then a signal, then a lost source.
+        if self.error is not None:
+            ending = ERROR
+        elif signal_name is not None:
+            ending = INTERRUPTED
+        elif self.lost is not None:
+            ending = SOURCE_LOST
+        else:
+            ending = COMPLETED
+        summary.update(ending=ending, interrupted=ending == INTERRUPTED,
+                       signal=signal_name if ending == INTERRUPTED else None,
+                       error=self.error_message() or (f"capture stage: {self.lost}" if self.lost else None))
         return summary

@@ -8,6 +8,12 @@ H.264: the OpenCV wheels on PyPI ship an FFmpeg without an H.264 encoder (``avc1
 so browser-playable MP4 comes from piping raw frames to the ffmpeg binary of ``imageio-ffmpeg``
 (``pip install rtseg[video]``, libx264). Without it an OpenCV build that can write ``avc1`` is
 used, and otherwise MPEG-4 Part 2 (``mp4v``), which most browsers refuse, with a notice.
+
+Timing: a file source's frames are written at its own frame rate, one for one (221 in, 221 out).
+A live source delivers fewer frames than its nominal rate when the model is slower than the
+camera, so writing those at the nominal rate would make a time-lapse; instead each frame is
+stamped with the wall-clock time it reaches the encoder (capture time plus a steady pipeline
+latency) and the file has a variable frame rate, so it plays at the speed it happened.
 """
 from __future__ import annotations
 
@@ -17,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from rtseg.errors import RtsegError
+from rtseg.io import atomic_write_bytes
 from rtseg.pipeline.overlay import Style
 from rtseg.pipeline.sources import Frame, quiet_stderr
 from rtseg.progress import notice
@@ -67,12 +75,10 @@ def check_video_path(path: Path) -> None:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise SinkError(f"cannot write {path}: {e.strerror}") from None
+        atomic_write_bytes(path, data)
+    except RtsegError as e:
+        raise SinkError(str(e)) from None
 
 
 def ffmpeg_exe() -> str | None:
@@ -106,12 +112,17 @@ def _fallback_notice(fourcc: str) -> None:
 class _FfmpegWriter:
     """Raw BGR frames piped to ffmpeg/libx264: yuv420p and ``+faststart`` for browsers."""
 
-    def __init__(self, exe: str, path: Path, size: tuple[int, int], fps: float):
+    def __init__(self, exe: str, path: Path, size: tuple[int, int], fps: float, timestamps: bool = False):
         w, h = size
         self.path = path
         self.log = tempfile.TemporaryFile()
+        # Live: ffmpeg stamps each raw frame with the wall clock when it reads it from the pipe,
+        # which is when the sink writes it (the pipe holds far less than a frame), and keeps those
+        # stamps (variable frame rate, millisecond track timescale).
+        timing = (["-use_wallclock_as_timestamps", "1"] if timestamps else ["-r", f"{fps:.6g}"])
+        vfr = ["-fps_mode", "vfr", "-video_track_timescale", "1000"] if timestamps else []
         cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{fps:.6g}", "-i", "-",
+               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", *timing, "-i", "-", *vfr,
                "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
                # 4:2:0 needs even sides; odd ones get one padded pixel rather than a failed encode.
                "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart", str(path)]
@@ -169,17 +180,22 @@ class _Cv2Writer:
 
 
 class VideoSink:
-    """``--output``: frames at the source's fps; the size of the first frame is kept throughout.
+    """``--output``: the size of the first frame is kept throughout.
 
     Args:
         path: destination (.mp4, .mov, .mkv or .avi).
-        fps: frame rate written into the file.
+        fps: frame rate written into the file (of a file source), or the nominal rate of a live one.
+        timestamps: live source: write each frame at the time it arrives (variable frame rate with
+            ffmpeg; OpenCV's writers have a fixed rate, so frames are repeated to keep time).
     """
 
-    def __init__(self, path: str | Path, fps: float):
+    def __init__(self, path: str | Path, fps: float, timestamps: bool = False):
         self.path = Path(path)
         check_video_path(self.path)
-        self.fps = fps
+        self.fps, self.timestamps = fps, timestamps
+        self.frames = 0          # frames written to the file (repeats included)
+        self.discarded = False   # the unfinished file was removed after a failure of its own
+        self._t0 = self._t_last = None
         self.tmp = temp_name(self.path)
         self.exe = ffmpeg_exe()
         self.fourcc = None
@@ -197,12 +213,30 @@ class VideoSink:
         image = frame.view
         if self.writer is None:
             self.size = (image.shape[1], image.shape[0])
-            self.writer = (_FfmpegWriter(self.exe, self.tmp, self.size, self.fps) if self.exe else
-                           _Cv2Writer(self.fourcc, self.tmp, self.size, self.fps))
+            self.writer = (_FfmpegWriter(self.exe, self.tmp, self.size, self.fps, self.timestamps) if self.exe
+                           else _Cv2Writer(self.fourcc, self.tmp, self.size, self.fps))
         if (image.shape[1], image.shape[0]) != self.size:
             # Image folders of mixed sizes, or a mode switch to side-by-side in the window.
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(image)
+        now = time.monotonic()
+        self._t0 = now if self._t0 is None else self._t0
+        self._t_last = now
+        repeats = 1
+        if self.timestamps and not self.exe:
+            # A fixed-rate writer keeps time by repeating frames up to where the clock is.
+            repeats = max(1, round((now - self._t0) * self.fps) + 1 - self.frames) if self.frames else 1
+        for _ in range(repeats):
+            self.writer.write(image)
+        self.frames += repeats
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the written video plays (seconds), None before the first frame."""
+        if self._t0 is None:
+            return None
+        if self.timestamps and self.exe:
+            return round(self._t_last - self._t0 + 1 / self.fps, 3)
+        return round(self.frames / self.fps, 3)
 
     def close(self, commit: bool) -> None:
         if self.writer is None:
@@ -210,6 +244,7 @@ class VideoSink:
         if not commit:
             self.writer.abort()
             self.tmp.unlink(missing_ok=True)
+            self.discarded = True
             return
         self.writer.close()
         os.replace(self.tmp, self.path)

@@ -7,6 +7,11 @@ that ``--save-masks`` files line up with the input.
 Files are *not live*: the pipeline must process every frame, so the capture thread blocks when the
 queues are full. Webcams and streams are *live*: frames arrive at the sensor's pace whether we keep
 up or not, so the capture thread only ever keeps the newest one (see ``runner.py``).
+
+Bad frames are skipped, counted (``skipped``) and reported in one line through ``warn``: an
+undecodable image in a folder, a run of corrupt packets in a video. ``strict=True`` makes the first
+one an error instead. A video that ends before the frame count its container declares is reported
+once and recorded in ``truncated``.
 """
 from __future__ import annotations
 
@@ -16,23 +21,36 @@ import os
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from rtseg.data.datasets import IMAGE_EXTS
 from rtseg.errors import RtsegError
+from rtseg.progress import notice
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 25.0  # image sequences and cameras that report no rate
 # FFmpeg would otherwise wait ~30 s on a dead network peer; this keeps "never hang" true.
 STREAM_TIMEOUT_MS = 5000
+# Failed reads in a row after which a video without a declared frame count is taken to have ended;
+# at a real end each extra attempt returns at once.
+VIDEO_RETRIES = 8
+# A declared frame count is an estimate in some containers (Matroska, AVI): only a shortfall
+# larger than this share (and than 2 frames) is called truncation.
+TRUNCATION_SLACK = 0.02
 
 
 class SourceError(RtsegError):
     """The input cannot be opened or read: missing, corrupt, empty, an absent camera, a lost stream."""
+
+
+class StreamLost(SourceError):
+    """A live source went away for good: its reconnect attempts failed, or it stalled."""
 
 
 @contextlib.contextmanager
@@ -88,6 +106,17 @@ class Source:
     fps = DEFAULT_FPS
     total: int | None = None
     description = ""
+    skipped = 0                     # bad frames skipped
+    truncated: dict | None = None   # {"declared": N, "read": M} for a video that ended early
+    strict = False                  # the first bad frame is an error instead of a skip
+    warn: Callable[[str], None] = staticmethod(notice)
+
+    def bad_frame(self, message: str, count: int = 1) -> None:
+        """Skips ``count`` bad frames with one line, or raises under ``strict``."""
+        if self.strict:
+            raise SourceError(message)
+        self.skipped += count
+        self.warn(f"warning: skipped {message}")
 
     def read(self, stop: threading.Event) -> tuple[int, str, np.ndarray] | None:
         raise NotImplementedError
@@ -106,8 +135,8 @@ def _count_limit(total: int | None, stride: int, max_frames: int | None) -> int 
 class VideoFileSource(Source):
     """A video file, every ``stride``-th frame, at most ``max_frames`` of them."""
 
-    def __init__(self, path: str, stride: int = 1, max_frames: int | None = None):
-        self.path, self.stride, self.max_frames = path, stride, max_frames
+    def __init__(self, path: str, stride: int = 1, max_frames: int | None = None, strict: bool = False):
+        self.path, self.stride, self.max_frames, self.strict = path, stride, max_frames, strict
         self.description = path
         with quiet_stderr():
             self.cap = cv2.VideoCapture(path)
@@ -123,6 +152,7 @@ class VideoFileSource(Source):
             raise SourceError(f"no decodable frame in {path} (zero-frame or corrupt video)")
         self._pending: np.ndarray | None = first
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._declared = count if count > 0 else None
         self.total = _count_limit(count if count > 0 else None, stride, max_frames)
         self.size = first.shape[:2]
         self._index = 0      # source index of the next frame returned
@@ -137,16 +167,45 @@ class VideoFileSource(Source):
             # grab() demuxes and decodes without the colour conversion retrieve() does, so skipped
             # frames of a stride cost less.
             for _ in range(self.stride - 1):
-                if not self.cap.grab():
+                if not self.cap.grab() and not self._recover():
                     return None
                 self._index += 1
             ok, image = self.cap.read()
             if not ok:
-                return None
+                image = self._recover(retrieve=True)
+                if image is None:
+                    return None
         index = self._index
         self._index += 1
         self._returned += 1
         return index, f"{index:06d}", image
+
+    def _recover(self, retrieve: bool = False):
+        """After a failed read: skips a run of undecodable frames, or reports the end of the video
+        (and whether it came before the declared frame count). Returns the next frame (or True
+        for a grab) once decoding resumes, None at the end."""
+        # Up to the declared end a failed grab is a damaged frame (each one consumes a packet), past
+        # it the end of the file; without a declared count, a fixed number of tries.
+        budget = max(VIDEO_RETRIES, (self._declared or 0) - self._index)
+        for attempt in range(budget):
+            ok = self.cap.grab()
+            if ok:
+                image = self.cap.retrieve()[1] if retrieve else True
+                if image is not None:
+                    self.bad_frame(f"{attempt + 1} undecodable frame(s) at frame {self._index} of {self.path}",
+                                   attempt + 1)
+                    self._index += attempt + 1
+                    return image
+        self._check_truncated()
+        return None
+
+    def _check_truncated(self) -> None:
+        declared = self._declared
+        read = self._index
+        if declared and declared - read > max(2, TRUNCATION_SLACK * declared):
+            self.truncated = {"declared": declared, "read": read}
+            self.warn(f"warning: {self.path} ended after {read} of the {declared} frames its container "
+                      f"declares (truncated or damaged file)")
 
     def close(self):
         self.cap.release()
@@ -155,7 +214,9 @@ class VideoFileSource(Source):
 class ImageSource(Source):
     """A list of image files, named by stem (duplicate stems would overwrite each other's masks)."""
 
-    def __init__(self, files: list[Path], description: str, stride: int = 1, max_frames: int | None = None):
+    def __init__(self, files: list[Path], description: str, stride: int = 1, max_frames: int | None = None,
+                 strict: bool = False):
+        self.strict = strict
         files = files[::stride][:max_frames]
         seen: dict[str, Path] = {}
         for f in files:
@@ -167,14 +228,14 @@ class ImageSource(Source):
         self._i = 0
 
     def read(self, stop):
-        if self._i >= len(self.files):
-            return None
-        path = self.files[self._i]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SourceError(f"cannot decode image (corrupt or unsupported format): {path}")
-        self._i += 1
-        return self._i - 1, path.stem, image
+        while self._i < len(self.files):
+            path = self.files[self._i]
+            self._i += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return self._i - 1, path.stem, image
+            self.bad_frame(f"cannot decode image (corrupt or unsupported format): {path}")
+        return None
 
 
 class LiveSource(Source):
@@ -182,6 +243,13 @@ class LiveSource(Source):
 
     Backoff doubles from 0.5 s up to 8 s between attempts, and waits on the stop event so that
     Ctrl+C during a reconnect is immediate.
+
+    When is a stream lost, and when has it ended? A server that closes the stream makes the next
+    read fail at once; a network that drops makes it time out. Without ``reconnect`` a stream that
+    closes after delivering frames has *ended* (``read`` returns None); one that times out, or
+    fails before its first frame, is *lost* (:class:`StreamLost`). With ``reconnect`` N every
+    failure is retried, and the stream is lost when N attempts in a row fail. A server that was
+    killed closes its connections just like one that finished, so the two read the same.
     """
 
     live = True
@@ -216,11 +284,15 @@ class LiveSource(Source):
     def read(self, stop):
         if self.max_frames is not None and self._index >= self.max_frames:
             return None
+        t = time.monotonic()
         ok, image = self.cap.read()
+        stalled = time.monotonic() - t > 0.8 * STREAM_TIMEOUT_MS / 1000
         attempt = 0
         while not ok:
             if attempt >= self.reconnect:
-                raise SourceError(f"lost {self.description}" + (
+                if not self.reconnect and self._index > 0 and not stalled:
+                    return None  # the server closed the stream: it has ended
+                raise StreamLost(f"lost {self.description}" + (
                     f" ({self.reconnect} reconnect attempts failed)" if self.reconnect else
                     " (use --reconnect N to retry)"))
             if stop.wait(min(0.5 * 2 ** attempt, 8.0)):
@@ -244,7 +316,8 @@ def _redact(url: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@/]+@", r"\1***@", url)
 
 
-def open_source(spec: str, stride: int = 1, max_frames: int | None = None, reconnect: int = 0) -> Source:
+def open_source(spec: str, stride: int = 1, max_frames: int | None = None, reconnect: int = 0,
+                strict: bool = False) -> Source:
     """Opens ``spec``: webcam index (``0``), stream URL, image file, folder or glob of images, video.
 
     Raises:
@@ -263,18 +336,18 @@ def open_source(spec: str, stride: int = 1, max_frames: int | None = None, recon
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
         if not files:
             raise SourceError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {spec}")
-        return ImageSource(files, spec, stride, max_frames)
+        return ImageSource(files, spec, stride, max_frames, strict)
     if glob.has_magic(spec):
         files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_EXTS)
         if not files:
             raise SourceError(f"no images match {spec}")
-        return ImageSource(files, spec, stride, max_frames)
+        return ImageSource(files, spec, stride, max_frames, strict)
     if not path.exists():
         raise SourceError(f"source not found: {spec}")
     if path.suffix.lower() in IMAGE_EXTS:
-        return ImageSource([path], spec, 1, max_frames)
-    return VideoFileSource(spec, stride, max_frames)
+        return ImageSource([path], spec, 1, max_frames, strict)
+    return VideoFileSource(spec, stride, max_frames, strict)
 
 
-__all__ = ["Frame", "Source", "SourceError", "VideoFileSource", "ImageSource", "LiveSource",
+__all__ = ["Frame", "Source", "SourceError", "StreamLost", "VideoFileSource", "ImageSource", "LiveSource",
            "open_source", "LIVE_SCHEMES", "DEFAULT_FPS"]

@@ -54,7 +54,9 @@ class Stats:
         """Records a finished frame; returns its record (milliseconds per stage and ``latency``)."""
         now = time.perf_counter()
         rec = {"index": index, "name": name, **{k: round(times.get(k, 0.0), 3) for k in STAGES},
-               "latency": round((now - t_capture) * 1000, 3)}
+               "latency": round((now - t_capture) * 1000, 3),
+               # capture time since the start of the run: the recording's own clock, in seconds
+               "t": round(t_capture - self.t_start, 3) if self.t_start is not None else None}
         with self._lock:
             self.records.append(rec)
             self.t_end = now
@@ -90,6 +92,20 @@ class Stats:
         }
 
 
+def _ending_note(summary: dict) -> str:
+    """``"  skipped 1  (interrupted by SIGTERM)"``: what the frame counts alone do not say."""
+    note = f"  skipped {summary['skipped_frames']}" if summary.get("skipped_frames") else ""
+    if summary.get("truncated"):
+        note += f"  truncated: {summary['truncated']['read']} of {summary['truncated']['declared']} frames"
+    ending = summary.get("ending") or ("interrupted" if summary.get("interrupted") else "completed")
+    if ending == "interrupted":
+        signal = summary.get("signal")
+        note += "  (interrupted)" if signal in (None, "SIGINT") else f"  (interrupted by {signal})"
+    elif ending != "completed":
+        note += f"  ({ending.replace('_', ' ')})"
+    return note
+
+
 def format_summary(summary: dict) -> str:
     """Three lines for the terminal at the end of a run."""
     lat = summary["latency_ms"]
@@ -97,7 +113,7 @@ def format_summary(summary: dict) -> str:
     ratio = summary["fps"] / summary["model_fps"] if summary["model_fps"] else 0.0
     lines = [
         f"frames {summary['frames']}  dropped {summary['dropped']}  "
-        f"elapsed {summary['elapsed_s']:.1f} s" + ("  (interrupted)" if summary.get("interrupted") else ""),
+        f"elapsed {summary['elapsed_s']:.1f} s" + _ending_note(summary),
         f"FPS end-to-end {summary['fps']:.2f}  model-only {summary['model_fps']:.2f}  "
         f"(ratio {ratio:.2f})  latency p50 {lat['p50']:.0f} ms  p99 {lat['p99']:.0f} ms",
         "stage mean ms: " + "  ".join(f"{s} {stages[s]['mean']:.1f}" for s in STAGES),

@@ -78,7 +78,7 @@ class SweepOptions:
     warmup: int = 5
     repeats: int = 30
     device: str = "cpu"
-    engines_dir: str = "engines"
+    engines_dir: str | None = None  # None: the user's export cache (rtseg.export.cache.engines_dir)
 
 
 def plan(opts: SweepOptions) -> list[Combo]:
