@@ -122,7 +122,7 @@ def test_an_exported_file_runs_directly(tiny_enet, tmp_path):
 
 
 def test_int8_by_default_calibrated_on_the_sample_and_gated(tiny_enet, tmp_path, one_torch_thread):
-    """No precision asked: the INT8 artifact, calibrated on the shipped clip, when its gate passes;
+    """No precision asked: the INT8 artifact, calibrated on the frames that ship, when its gate passes;
     --precision fp32 opts out; a refused gate runs FP32 and says so."""
     engines, lines = tmp_path / "engines", []
     opened = select.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(engines),

@@ -76,22 +76,22 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
 # CPU runtimes whose INT8 artifact `rtseg run` uses without being asked: 2.3x faster than their
 # FP32 at the same CamVid val mIoU for the default model (docs/results.md).
 DEFAULT_INT8_RUNTIMES = ("openvino", "onnxruntime")
-# Calibration of the default INT8 artifact: frames of the clip that ships with rtseg, so no user
-# data is needed and one artifact serves every source. Fewer frames than `rtseg export`'s 64/100
-# keep the one-time build short; the gate still compares INT8 with FP32 on held-out frames.
-DEFAULT_CALIB_FRAMES, DEFAULT_GATE_FRAMES = 32, 32
+# Calibration of the default INT8 artifact: frames that ship with rtseg (rtseg/assets/calib), so
+# no user data is needed and one artifact serves every source. Fewer frames than `rtseg export`'s
+# 64/100 keep the one-time build short; the gate still compares INT8 with FP32 on the other frames.
+DEFAULT_CALIB_FRAMES, DEFAULT_GATE_FRAMES = 24, 16
 DEFAULT_MAX_DROP = DEFAULT_BUDGET  # mIoU points INT8 may lose against FP32 on the held-out frames
 
 
 def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir: str,
                   log: Callable[[str], None], device: str | None) -> Backend | None:
     """The INT8 artifact of ``spec`` when it builds and passes its accuracy gate, else None (the
-    caller runs FP32 and says why). Calibrated on ``calib`` if given, else on the sample clip."""
-    from rtseg.assets import SAMPLE_CLIP
+    caller runs FP32 and says why). Calibrated on ``calib`` if given, else on the shipped frames."""
+    from rtseg.assets import CALIB_DIR
     from rtseg.export.api import ExportRequest, export
 
     req = ExportRequest(model=spec, format=_FORMAT[runtime], precision="int8", size=size,
-                        calib=calib or str(SAMPLE_CLIP), calib_frames=DEFAULT_CALIB_FRAMES,
+                        calib=calib or str(CALIB_DIR), calib_frames=DEFAULT_CALIB_FRAMES,
                         gate_frames=DEFAULT_GATE_FRAMES, max_drop=DEFAULT_MAX_DROP, out_dir=engines_dir)
     try:
         result = export(req, log=log)
@@ -109,7 +109,7 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
     """Opens ``spec`` for the live pipeline, exporting (once, cached) when the runtime needs it.
 
     ``precision=None`` means INT8 for a torch model on a CPU runtime that has it (built once,
-    calibrated on the sample clip or ``calib``, used only when its accuracy gate passes; FP32
+    calibrated on frames that ship with rtseg or on ``calib``, used only when its accuracy gate passes; FP32
     otherwise), FP32 in torch, and the file's own precision for an exported one; an explicit precision that an exported file does not have is an error, not ignored.
     With ``backend="auto"`` a failed export is reported and the model runs in torch instead, so
     that the default command works wherever torch does; an explicit backend fails loudly.
