@@ -14,7 +14,7 @@ from rtseg.backends.base import Backend, ModelMeta
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = SAMPLE_CLIP                          # the real dashcam clip that ships with the package
-CAMVID = REPO / "tests" / "data" / "camvid"  # 20 real CamVid frames with labels (tests/data/README.md)
+CAMVID = REPO / "tests" / "data" / "camvid"  # 24 real CamVid frames with labels (tests/data/README.md)
 CAMVID_FULL = REPO.parent / "shared" / "data" / "camvid"  # the whole split, beside the repository
 
 

@@ -41,7 +41,7 @@ CONFIGS = REPO / "configs" / "datasets"
 
 @pytest.fixture(scope="module")
 def camvid_root() -> Path:
-    """The repository's 20-frame CamVid fixture (same layout and files as the real split)."""
+    """The repository's 24-frame CamVid fixture (same layout and files as the real split)."""
     return CAMVID
 
 

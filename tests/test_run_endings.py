@@ -153,3 +153,23 @@ def test_second_signal_stops_at_once_and_still_finalizes(tmp_path):
     assert proc.returncode == 143, stderr
     check_recording(out, js, masks, "interrupted")
     one_line(stderr, "SIGTERM again: stopping at once")
+
+
+def test_a_live_recording_keeps_frames_that_reach_the_encoder_in_a_burst(tmp_path):
+    """On a busy CPU the encoder reads several queued frames at once, stamped microseconds apart;
+    every one of them must reach the file (a variable-frame-rate mode that merges near-equal
+    stamps kept 12 of 30 here)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from rtseg.pipeline.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "live.mp4", fps=25.0, timestamps=True)
+    assert sink.exe, "imageio-ffmpeg (a dev dependency) provides the H.264 writer"
+    for i in range(30):
+        sink.write(SimpleNamespace(view=np.full((48, 64, 3), i * 8, np.uint8)))
+        if i % 3 == 0:
+            time.sleep(0.04)  # three frames back to back, then a pause
+    sink.close(commit=True)
+    assert decoded_frames(tmp_path / "live.mp4") == 30
