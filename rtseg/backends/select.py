@@ -83,7 +83,7 @@ DEFAULT_CALIB_FRAMES, DEFAULT_GATE_FRAMES = 24, 16
 DEFAULT_MAX_DROP = DEFAULT_BUDGET  # mIoU points INT8 may lose against FP32 on the held-out frames
 
 
-def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir: str,
+def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir: str | None,
                   log: Callable[[str], None], device: str | None) -> Backend | None:
     """The INT8 artifact of ``spec`` when it builds and passes its accuracy gate, else None (the
     caller runs FP32 and says why). Calibrated on ``calib`` if given, else on the shipped frames."""
@@ -109,8 +109,9 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
     """Opens ``spec`` for the live pipeline, exporting (once, cached) when the runtime needs it.
 
     ``precision=None`` means INT8 for a torch model on a CPU runtime that has it (built once,
-    calibrated on frames that ship with rtseg or on ``calib``, used only when its accuracy gate passes; FP32
-    otherwise), FP32 in torch, and the file's own precision for an exported one; an explicit precision that an exported file does not have is an error, not ignored.
+    calibrated on frames that ship with rtseg or on ``calib``, used only when its accuracy gate
+    passes; FP32 otherwise), FP32 in torch, and the file's own precision for an exported one; an
+    explicit precision that an exported file does not have is an error, not ignored.
     With ``backend="auto"`` a failed export is reported and the model runs in torch instead, so
     that the default command works wherever torch does; an explicit backend fails loudly.
     """
