@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 
 # signal -> (how the run ended, exit code): 128 + the signal number, the shells' convention.
@@ -81,8 +82,25 @@ def _handle(signum, _frame) -> None:
     raise StopRequested(state.name)
 
 
+def _unraisable(args) -> None:
+    # A signal can land while Python runs code whose exceptions it cannot propagate (a weakref
+    # callback inside the import system, a __del__): Python would print the StopRequested with a
+    # traceback and go on. The signal is recorded in `state`, and check() raises it again at the
+    # next checkpoint, so nothing is lost by staying quiet here.
+    if isinstance(args.exc_value, StopRequested):
+        return
+    _previous_unraisable(args)
+
+
+_previous_unraisable = sys.unraisablehook
+
+
 def install() -> None:
     """Installs the handlers (main thread only); called first thing by the CLI."""
+    if sys.unraisablehook is not _unraisable:
+        global _previous_unraisable
+        _previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     for name in ENDINGS:
         sig = getattr(signal, name, None)
         if sig is not None:  # no SIGHUP on Windows
