@@ -138,8 +138,13 @@ def test_percentiles_and_summary():
         stats.add(i, f"{i:06d}", {"inference": ms}, t_capture=stats.t_start)
     stats.drops["capture"], stats.drops["preprocess"] = 2, 1
     s = stats.summary()
-    assert s["frames"] == 2 and s["dropped"] == 3 and s["model_fps"] == 50.0
+    assert s["frames"] == 2 and s["dropped"] == 3 and s["model_fps_in_pipeline"] == 50.0
     assert s["stages_ms"]["inference"]["p50"] == 20.0 and s["stages_ms"]["capture"]["mean"] == 0.0
     assert s["fps"] > 0 and s["latency_ms"]["max"] >= s["latency_ms"]["p50"] > 0
     assert "dropped 3" in format_summary({**s, "interrupted": True}) and "(interrupted)" in format_summary(
         {**s, "interrupted": True})
+    # Without the measurement alone there is no model-only figure, and no ratio made up from the
+    # pipeline's own inference time.
+    assert "model-only not measured" in format_summary(s) and "ratio" not in format_summary(s)
+    line = format_summary({**s, "model_fps": 40.0, "stage_cpu_ms": {k: 1.5 for k in s["stages_ms"]}})
+    assert "model-only 40.00 (measured alone)" in line and "ratio" in line and "preprocess 1.5" in line

@@ -106,7 +106,8 @@ def test_image_folder_names_masks_by_stem(fake_backend, tmp_path):
 
 def test_backend_runs_only_on_the_inference_thread(fake_backend, tmp_path):
     b = fake_backend()
-    run(RunOptions(source=str(CLIP), max_frames=5, quiet=True), backend=b)
+    # costs=False: the measurement alone after the run calls the model from the calling thread.
+    run(RunOptions(source=str(CLIP), max_frames=5, quiet=True, costs=False), backend=b)
     assert b.threads == {"rtseg-inference"} and b.calls == 5
 
 
@@ -147,15 +148,17 @@ def test_pipeline_benchmark_reports_every_mode(fake_backend, tmp_path):
     r = pipeline_benchmark(source=str(CLIP), frames=6, warmup=1, json_path=str(tmp_path / "b.json"),
                            quiet=True, backend=fake_backend(input_size=(90, 160)))
     assert r["frames"] == 6 and r["naive"]["frames"] == 6 and r["frame_size"] == [540, 960]
-    for mode in ("model_only", "naive", "pipeline", "live"):
+    for mode in ("model_only", "naive", "pipeline", "masks_only", "live"):
         assert r[mode]["fps"] > 0 and r[mode]["latency_ms"]["p50"] > 0
     assert r["live"]["frames"] + r["live"]["dropped"] == 6
     assert r["speedup_over_naive"] > 0 and r["ratio_end_to_end_model_only"] > 0
+    assert r["ratio_masks_only_model_only"] == round(r["masks_only"]["fps"] / r["model_only"]["fps"], 3)
+    assert set(r["stage_cpu_ms"]) == set(STAGES) and r["stage_cpu_ms"]["sink"] > 0
     assert 0 <= r["postprocess_ms"]["pixels_differing"] < 0.5
     assert json.loads((tmp_path / "b.json").read_text())["frames"] == 6
     table = format_benchmark(r)
     assert "naive loop" in table and "speed-up over naive" in table
-    assert set(r["cpu_steal"]) == {"model_only", "naive", "pipeline", "live"}
+    assert set(r["cpu_steal"]) == {"model_only", "naive", "pipeline", "masks", "live"}
     if r["cpu_steal"]["pipeline"] is not None:  # Linux
         assert 0 <= r["cpu_steal"]["pipeline"] <= 1 and "stolen by the hypervisor" in table
 
@@ -180,9 +183,9 @@ def test_steal_share_from_proc_stat(tmp_path):
 def test_benchmark_report_flags_a_disturbed_run():
     base = {"model": "m", "runtime": "torch", "precision": "fp32", "size": [90, 160], "source": "c.mp4",
             "frames": 6, "frame_size": [540, 960], "threads": 2, "postprocess_ms": {},
-            "ratio_end_to_end_model_only": 0.9, "speedup_over_naive": 1.0}
+            "ratio_end_to_end_model_only": 0.9, "ratio_masks_only_model_only": 0.95, "speedup_over_naive": 1.0}
     lat = {"fps": 5.0, "latency_ms": {"p50": 1.0, "p99": 2.0}}
-    base.update(model_only=lat, naive=lat, pipeline=lat,
+    base.update(model_only=lat, naive=lat, pipeline=lat, masks_only=lat,
                 live={**lat, "source_fps": 25, "dropped": 1, "frames": 5})
     quiet = format_benchmark({**base, "cpu_steal": {"model_only": 0.001, "naive": 0.002, "pipeline": 0.003,
                                                     "live": 0.0}})

@@ -54,16 +54,29 @@ class ModelMeta:
         return meta
 
 
-def normalize_image(image_rgb: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> normalized float32 (3, h, w) at ``size`` = (h, w)."""
+def normalize_image(image: np.ndarray, size: tuple[int, int], mean, std, bgr: bool = False) -> np.ndarray:
+    """uint8 RGB (or BGR with ``bgr=True``) (H, W, 3) -> normalized float32 RGB (3, h, w) at
+    ``size`` = (h, w).
+
+    Resizes the uint8 frame first (a quarter of the pixels at 960x540 -> 480x360), then writes
+    each channel plane once as ``x * (1 / (255 std)) + (-mean / std)``: 1.4 ms instead of 6.4 ms
+    for converting, resizing and normalizing the whole frame in float (docs/results.md). The
+    channel swap is free here, so OpenCV's BGR frames need no conversion.
+    """
     import cv2
 
     h, w = size
-    if image_rgb.shape[:2] != (h, w):
-        image_rgb = cv2.resize(image_rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-    x = image_rgb.astype(np.float32) * (1.0 / 255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    if image.shape[:2] != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    scale = 1.0 / (255.0 * np.asarray(std, np.float32))
+    offset = -np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+    out = np.empty((3, h, w), np.float32)
+    for c in range(3):
+        plane = out[c]
+        plane[...] = image[:, :, 2 - c if bgr else c]
+        plane *= scale[c]
+        plane += offset[c]
+    return out
 
 
 class Backend(ABC):
@@ -94,3 +107,7 @@ class Backend(ABC):
     def preprocess(self, image_rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """uint8 RGB (H, W, 3) -> normalized float32 (3, h, w) at ``size`` (default: model size)."""
         return normalize_image(image_rgb, size or self.meta.input_size, self.meta.mean, self.meta.std)
+
+    def preprocess_bgr(self, image_bgr: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The same from a BGR frame as OpenCV decodes it (no colour conversion needed)."""
+        return normalize_image(image_bgr, size or self.meta.input_size, self.meta.mean, self.meta.std, bgr=True)

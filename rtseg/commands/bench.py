@@ -6,6 +6,7 @@ Examples:
     rtseg bench --models enet_camvid,deeplabv3plus_camvid --backends onnxruntime,openvino \\
         --precisions fp32,int8 --sizes 360x480,720x960 --out bench/
     rtseg bench --device cuda --backends torch,tensorrt --precisions fp32,fp16,int8 --out bench-gpu/
+    rtseg bench --pipeline                        # what `rtseg run` does vs the model alone, sample clip
     rtseg bench --pipeline --model deeplabv3plus_camvid --source clip.mp4 --frames 100 --json b.json
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="FPS/mIoU trade-off sweep (or --pipeline: threads vs model-only)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", action="store_true",
-                   help="end-to-end FPS and latency of `rtseg run` vs model-only and a naive loop (one model)")
+                   help="end-to-end FPS and latency of `rtseg run` vs the model alone and a naive loop (one model, "
+                        "the runtime and precision `rtseg run` uses by default)")
     s = p.add_argument_group("sweep")
     s.add_argument("--models", type=_names, help="comma-separated names or files (default: the shipped live models)")
     s.add_argument("--backends", type=_names, default=["torch", "onnxruntime", "openvino", "tensorrt"],
@@ -44,13 +46,19 @@ def register(sub) -> None:
     s.add_argument("--limit", type=int, default=None, help="score the first N images (default: the whole split)")
     s.add_argument("--video", help="clip for end-to-end FPS (default: the sample clip that ships with rtseg; 'none' skips)")
     s.add_argument("--video-frames", type=int, default=60, help="frames of the clip to run (default 60)")
-    s.add_argument("--calib", help="INT8 calibration frames, folder or video (default: ROOT/train)")
+    s.add_argument("--calib", help="INT8 calibration frames, folder or video (sweep default: ROOT/train; "
+                                   "--pipeline default: the frames that ship with rtseg)")
     s.add_argument("--calib-frames", type=int, default=32)
     s.add_argument("--repeats", type=int, default=30, help="timed model-only runs (default 30, after 5 warm-up)")
     engines_arg(s)
     s.add_argument("--out", help="write results.csv, results.json and pareto.png (needs the 'plot' extra) here")
     o = p.add_argument_group("--pipeline")
     o.add_argument("--model", help="shipped name or model file (default: deeplabv3plus_camvid)")
+    o.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+                   help="runtime, as rtseg run chooses it (default auto: what `rtseg run` uses)")
+    o.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="as rtseg run (default: int8 on OpenVINO / ONNX Runtime when its gate passes, "
+                        "calibrated on the shipped frames or on --calib)")
     o.add_argument("--source", default=None,
                    help="video file (default: the sample clip that ships with rtseg)")
     o.add_argument("--frames", type=int, help="use the first N frames (default: the whole clip)")
@@ -68,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         from rtseg.pipeline.bench import DEFAULT_CLIP, format_benchmark, pipeline_benchmark
 
         result = pipeline_benchmark(args.model, args.source or DEFAULT_CLIP, args.frames, args.size,
-                                    args.threads, args.warmup, args.json, args.quiet, args.device)
+                                    args.threads, args.warmup, args.json, args.quiet, args.device,
+                                    runtime=args.backend, precision=args.precision, calib=args.calib,
+                                    engines_dir=args.engines)
         print(format_benchmark(result))
         return 0
     from rtseg.tradeoff import default_options, machine_context, mark_pareto, format_table, sweep, write_outputs

@@ -32,9 +32,10 @@ def register(sub) -> None:
                         "exported once into the cache, see --engines), torch on CUDA, an exported file's own runtime")
     engines_arg(p)
     p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
-                   help="default fp32; int8 needs --calib (and exports with the accuracy gate); fp16: CUDA only. "
-                        "An exported file runs in the precision it was exported in")
-    p.add_argument("--calib", metavar="DIR|VIDEO", help="calibration frames for --precision int8, e.g. the source itself")
+                   help="default: int8 on OpenVINO / ONNX Runtime (built once, calibrated on frames that ship "
+                        "with rtseg, used only if its accuracy gate passes; fp32 otherwise), fp32 in torch; "
+                        "fp32 opts out; fp16: CUDA only. An exported file runs in the precision it was exported in")
+    p.add_argument("--calib", metavar="DIR|VIDEO", help="calibrate INT8 on these frames instead, e.g. the source itself")
     p.add_argument("--size", type=size_arg, help="inference size HxW (default: the model's input size)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--vid-stride", type=int, default=1, help="process every N-th frame of a file")
@@ -63,6 +64,9 @@ def register(sub) -> None:
     tm.add_argument("--flicker", action="store_true",
                     help="report temporal consistency (TC) and changed pixels in the summary (on with --smooth)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--no-costs", action="store_true",
+                   help="skip measuring, after the last frame, the model alone (model-only FPS) and each "
+                        "stage's CPU ms per frame (about 2 s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=run)
 
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
             hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
             strict=args.strict, smooth=args.smooth, smooth_alpha=args.smooth_alpha,
-            flicker=args.flicker or None))
+            flicker=args.flicker or None, costs=not args.no_costs))
     except PipelineError as e:
         if e.summary is None:
             raise  # nothing ran: a one-line error, exit 2

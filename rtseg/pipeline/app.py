@@ -17,13 +17,14 @@ import torch
 from rtseg import signals
 from rtseg.backends.base import Backend
 from rtseg.io import atomic_write_text
+from rtseg.pipeline import stages
 from rtseg.pipeline.ending import ERROR, SOURCE_LOST
 from rtseg.pipeline.overlay import Renderer, Style, parse_ignore
 from rtseg.pipeline.runner import Pipeline, PipelineError, SourceLost
 from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
 from rtseg.pipeline.sources import Source, SourceError, open_source
 from rtseg.errors import RtsegError
-from rtseg.progress import Progress, log_silent, log_stderr
+from rtseg.progress import Progress, log_silent, log_stderr, notice
 from rtseg.temporal.pipeline import temporal_parts, temporal_summary
 from rtseg.temporal.smooth import check_smooth
 
@@ -62,6 +63,7 @@ class RunOptions:
     flicker: bool | None = None     # TC and changed pixels in the summary; None: on when smoothing
     flicker_defer: bool = False     # compute the flicker figures after the timed run (bounded runs only)
     strict: bool = False            # the first undecodable frame ends the run instead of being skipped
+    costs: bool = True              # after the run: model-only FPS and each stage's CPU ms, measured alone
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -119,6 +121,11 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
             sinks.append(meter)
         if opts.threads:
             torch.set_num_threads(opts.threads)
+        elif backend.runtime != "torch":
+            # The model has its own thread pool; torch only serves the stages around it (smoothing),
+            # and its OpenMP workers spin waiting for a core the model holds (torch's max over 11
+            # classes: 16 ms of CPU on 2 threads under load, 4.5 ms on 1; docs/results.md#pipeline).
+            torch.set_num_threads(1)
         # Created last: its clock gives the rate and ETA, and model loading is not frame time.
         progress = Progress(source.total, "run", "frame", enabled=not opts.quiet)
         pipeline = Pipeline(source, backend, renderer, sinks, opts.size, progress, stop=stop, smoother=smoother)
@@ -126,7 +133,8 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
         # for the JSON instead of losing it.
         with signals.deferred():
             summary = pipeline.run()
-            return _finish(opts, summary, source, backend, video, pipeline, opts.threads or threads,
+            summary.update(_costs(opts, pipeline, backend, renderer, sinks, summary))
+            return _finish(opts, summary, source, backend, video, pipeline, torch.get_num_threads(),
                            smoother, meter)
     finally:
         torch.set_num_threads(threads)
@@ -134,6 +142,29 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
             source.close()
         if progress is not None and progress.n:
             progress.close()
+
+
+def _costs(opts: RunOptions, pipeline: Pipeline, backend: Backend, renderer: Renderer, sinks: list,
+           summary: dict) -> dict:
+    """Model-only FPS and per-stage CPU ms measured alone after the last frame (rtseg.pipeline.costs),
+    beside the end-to-end figures; skipped when asked, when no frame arrived or a signal ended the run."""
+    last = pipeline.last
+    none = {"model_fps": None, "model_only": None, "ratio": None, "stage_cpu_ms": None}
+    if not opts.costs or last is None or summary["ending"] == ERROR or signals.received() is not None:
+        return none
+    from rtseg.pipeline import costs
+
+    try:
+        tensor = stages.preprocess(backend, last.image, opts.size)
+        alone = costs.model_only(backend, tensor)
+        decode = None if pipeline.source.live else costs.decode_cost(opts.source)
+        cpu = costs.stage_costs(backend, renderer, last.image, opts.size, pipeline.stats.hud_text(),
+                                alone["cpu_ms"], sinks, decode)
+    except Exception as e:  # noqa: BLE001 - a measurement must never cost the run its JSON
+        notice(f"model-only FPS and stage costs not measured: {type(e).__name__}: {e}")
+        return none
+    return {"model_fps": alone["fps"], "model_only": alone, "ratio": round(summary["fps"] / alone["fps"], 3),
+            "stage_cpu_ms": cpu}
 
 
 def _finish(opts: RunOptions, summary: dict, source: Source, backend: Backend, video: VideoSink | None,

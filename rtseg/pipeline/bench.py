@@ -1,15 +1,19 @@
-"""``rtseg bench --pipeline``: what the threads buy, on one backend in one run.
+"""``rtseg bench --pipeline``: the pipeline against the model alone, on the runtime ``rtseg run``
+uses by default (the same artifact, runtime and thread settings), in one run.
 
-Three measurements on the same clip and the same loaded model, one after the other:
+Measurements on the same clip and the same loaded model, one after the other:
 
-1. *model only*: ``backend.infer`` on one preprocessed frame, repeated: the network alone.
+1. *model only*: ``backend.infer`` on one preprocessed frame, repeated, nothing else running;
 2. *naive loop*: read -> preprocess -> infer -> postprocess -> overlay -> write in one thread,
-   the way a first demo script is written.
-3. *pipeline*: ``rtseg run`` with the same output, five overlapping threads.
+   the way a first demo script is written;
+3. *pipeline, video*: ``rtseg run`` with H.264 output, masks and JSON (five overlapping threads);
+4. *pipeline, masks*: the same with masks only;
+5. *live*: the clip replayed at its own frame rate like a camera, newest frame only.
 
-Reported: FPS of each, the pipeline's end-to-end / model-only ratio, its speed-up over the naive
-loop, p50/p99 latency (from the decoded frame to the written one; the pipeline's includes queueing),
-and the cost of upsampling logits before the argmax vs resizing the argmax mask.
+Reported: FPS of each, each pipeline's end-to-end / model-only ratio, the speed-up over the naive
+loop, p50/p99 latency (decoded frame to written frame; the pipeline's includes queueing), the CPU
+milliseconds per frame of each stage measured alone, and the cost of upsampling logits before the
+argmax vs resizing the argmax mask.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch
 
 from rtseg.assets import SAMPLE_CLIP
 from rtseg.cpustat import StealMeter
-from rtseg.pipeline import stages
+from rtseg.pipeline import costs, stages
 from rtseg.pipeline.app import RunOptions, run, write_json
 from rtseg.pipeline.overlay import Renderer, Style
 from rtseg.pipeline.sinks import VideoSink
@@ -58,18 +62,6 @@ class ReplaySource(Source):
 
     def close(self):
         self.inner.close()
-
-
-def _model_only(backend, tensor: np.ndarray, n: int, warmup: int) -> dict:
-    for _ in range(warmup):
-        stages.infer(backend, tensor)
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        stages.infer(backend, tensor)
-        times.append((time.perf_counter() - t) * 1000)
-    lat = percentiles(times)
-    return {"fps": round(1000 / lat["mean"], 3), "latency_ms": lat}
 
 
 def _naive(backend, source_path: str, frames: int, size, out: Path, quiet: bool) -> dict:
@@ -124,15 +116,32 @@ def _postprocess_cost(backend, tensor: np.ndarray, out_hw: tuple[int, int], n: i
     return result
 
 
+def _open(model: str | None, device: str | None, backend: str, precision: str | None, size, calib,
+          engines_dir: str | None, quiet: bool):
+    """The backend ``rtseg run`` would open for these options (INT8 by default on a CPU runtime)."""
+    from rtseg.backends.select import open_for_run
+    from rtseg.pipeline.app import DEFAULT_MODEL
+    from rtseg.progress import log_silent, log_stderr
+
+    return open_for_run(model or DEFAULT_MODEL, device, backend, precision, size, calib, engines_dir,
+                        log=log_silent if quiet else log_stderr)
+
+
+def _piped(summary: dict) -> dict:
+    return {"fps": summary["fps"], "latency_ms": summary["latency_ms"], "stages_ms": summary["stages_ms"],
+            "model_fps_in_pipeline": summary["model_fps_in_pipeline"]}
+
+
 def pipeline_benchmark(model: str | None = None, source: str = DEFAULT_CLIP, frames: int | None = None,
                        size: tuple[int, int] | None = None, threads: int | None = None, warmup: int = 5,
                        json_path: str | None = None, quiet: bool = False, device: str | None = None,
-                       backend=None) -> dict:
-    """Runs the three measurements; returns them as a dict (also written to ``json_path``)."""
-    from rtseg.backends import open_backend
-    from rtseg.pipeline.app import DEFAULT_MODEL
+                       backend=None, runtime: str = "auto", precision: str | None = None,
+                       calib: str | None = None, engines_dir: str | None = None) -> dict:
+    """Runs the measurements; returns them as a dict (also written to ``json_path``).
 
-    model = model or DEFAULT_MODEL
+    ``runtime``, ``precision``, ``calib`` and ``engines_dir`` choose the artifact as ``rtseg run``'s
+    ``--backend``, ``--precision``, ``--calib`` and ``--engines`` do; ``backend`` passes one already open.
+    """
     probe = open_source(source, max_frames=frames)  # fails early on a missing clip
     if probe.live:
         probe.close()
@@ -144,39 +153,43 @@ def pipeline_benchmark(model: str | None = None, source: str = DEFAULT_CLIP, fra
     try:
         if threads:
             torch.set_num_threads(threads)
-        backend = backend or open_backend(model, device=device)
+        backend = backend or _open(model, device, runtime, precision, size, calib, engines_dir, quiet)
         tensor = stages.preprocess(backend, first, size)
         n = max(10, min(total or 50, 50))
         if not quiet:
             notice(f"model only: {warmup} warm-up + {n} runs")
         meter = StealMeter()
-        model_only = _model_only(backend, tensor, n, warmup)
+        model_only = costs.model_only(backend, tensor, warmup=warmup, runs=n, budget_s=None)
         steal = {"model_only": meter.lap()}
         post = _postprocess_cost(backend, tensor, first.shape[:2])
         meter.lap()  # the post-processing timings are not among the reported measurements
         with tempfile.TemporaryDirectory(prefix="rtseg-bench-") as tmp:
             naive = _naive(backend, source, total, size, Path(tmp) / "naive.mp4", quiet)
             steal["naive"] = meter.lap()
-            piped = run(RunOptions(source=source, max_frames=total, output=str(Path(tmp) / "pipeline.mp4"),
+            video = run(RunOptions(source=source, max_frames=total, output=str(Path(tmp) / "pipeline.mp4"),
+                                   save_masks=str(Path(tmp) / "masks-v"), json=str(Path(tmp) / "run.json"),
                                    size=size, quiet=quiet), backend=backend)
             steal["pipeline"] = meter.lap()
-            live = run(RunOptions(source=source, output=str(Path(tmp) / "live.mp4"), size=size, quiet=quiet),
-                       backend=backend, source=ReplaySource(source, total))
+            masks = run(RunOptions(source=source, max_frames=total, save_masks=str(Path(tmp) / "masks"),
+                                   size=size, quiet=quiet, costs=False), backend=backend)
+            steal["masks"] = meter.lap()
+            live = run(RunOptions(source=source, output=str(Path(tmp) / "live.mp4"), size=size, quiet=quiet,
+                                  costs=False), backend=backend, source=ReplaySource(source, total))
             steal["live"] = meter.lap()
     finally:
         torch.set_num_threads(saved_threads)
     used = size or backend.meta.input_size
     result = {
         "model": backend.meta.name, "runtime": backend.runtime, "precision": backend.meta.precision,
-        "size": [int(used[0]), int(used[1])], "source": source, "frames": piped["frames"],
+        "size": [int(used[0]), int(used[1])], "source": source, "frames": video["frames"],
         "frame_size": [int(first.shape[0]), int(first.shape[1])], "threads": threads or saved_threads,
-        "model_only": model_only, "naive": naive,
-        "pipeline": {"fps": piped["fps"], "latency_ms": piped["latency_ms"], "stages_ms": piped["stages_ms"],
-                     "model_fps_in_pipeline": piped["model_fps"]},
+        "model_only": model_only, "naive": naive, "pipeline": _piped(video), "masks_only": _piped(masks),
         "live": {"fps": live["fps"], "frames": live["frames"], "dropped": live["dropped"],
                  "latency_ms": live["latency_ms"], "source_fps": live["source_fps"]},
-        "ratio_end_to_end_model_only": round(piped["fps"] / model_only["fps"], 3),
-        "speedup_over_naive": round(piped["fps"] / naive["fps"], 3) if naive["fps"] else 0.0,
+        "ratio_end_to_end_model_only": round(video["fps"] / model_only["fps"], 3),
+        "ratio_masks_only_model_only": round(masks["fps"] / model_only["fps"], 3),
+        "speedup_over_naive": round(video["fps"] / naive["fps"], 3) if naive["fps"] else 0.0,
+        "stage_cpu_ms": video["stage_cpu_ms"],
         "postprocess_ms": post,
         # Hypervisor steal during each measurement (share of CPU time; None off Linux).
         "cpu_steal": steal,
@@ -188,9 +201,11 @@ def pipeline_benchmark(model: str | None = None, source: str = DEFAULT_CLIP, fra
 
 def format_benchmark(r: dict) -> str:
     """The table ``rtseg bench --pipeline`` prints."""
-    rows = [("model only", r["model_only"], "backend.infer alone"),
+    rows = [("model only", r["model_only"], "backend.infer alone, nothing else running"),
             ("naive loop", r["naive"], "read->infer->overlay->write, one thread"),
-            ("pipeline", r["pipeline"], "threads, every frame; latency includes the queued frames"),
+            ("pipeline", r["pipeline"], f"H.264 + masks + JSON, every frame "
+                                        f"(ratio {r['ratio_end_to_end_model_only']:.2f} of model only)"),
+            ("masks only", r["masks_only"], f"masks, every frame (ratio {r['ratio_masks_only_model_only']:.2f})"),
             ("live", r["live"], f"clip replayed at {r['live']['source_fps']:g} fps, newest frame only: "
                                 f"{r['live']['dropped']} of {r['live']['frames'] + r['live']['dropped']} dropped")]
     h, w = r["frame_size"]
@@ -199,9 +214,12 @@ def format_benchmark(r: dict) -> str:
              f"{'':<12}{'FPS':>8}{'p50 ms':>9}{'p99 ms':>9}  (latency: decoded frame to written frame)"]
     for name, m, note in rows:
         lines.append(f"{name:<12}{m['fps']:>8.2f}{m['latency_ms']['p50']:>9.1f}{m['latency_ms']['p99']:>9.1f}  {note}")
+    lines.append(f"speed-up over naive {r['speedup_over_naive']:.2f}x (pipeline with video vs the naive loop)")
+    cpu = r.get("stage_cpu_ms")
+    if cpu:
+        lines.append("CPU ms per frame, each stage alone: "
+                     + "  ".join(f"{k} {'--' if v is None else f'{v:.1f}'}" for k, v in cpu.items()))
     p = r["postprocess_ms"]
-    lines.append(f"end-to-end / model-only {r['ratio_end_to_end_model_only']:.2f}   "
-                 f"speed-up over naive {r['speedup_over_naive']:.2f}x")
     if p:
         lines.append(f"postprocess at {w}x{h}: bilinear logits + argmax {p['bilinear_logits_argmax']:.1f} ms "
                      f"(boundary pixels only; {p['dense_bilinear_argmax']:.1f} ms upsampling every class), "

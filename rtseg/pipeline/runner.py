@@ -110,6 +110,7 @@ class Pipeline:
         self.stats = Stats()
         self.error: tuple[str, BaseException] | None = None
         self.lost: str | None = None  # why the source was lost, if it was
+        self.last: Frame | None = None  # the last frame the sinks wrote
         self._lock = threading.Lock()
 
     # -- queue helpers -------------------------------------------------------------------------
@@ -231,6 +232,7 @@ class Pipeline:
                 for sink in self.sinks:
                     sink.write(frame)
                 frame.times["sink"] = (time.perf_counter() - t) * 1000
+                self.last = frame  # what the costs measured after the run are measured on
                 rec = self.stats.add(frame.index, frame.name, frame.times, frame.t_capture)
                 if self.progress is not None:
                     fields = {"latency": f"{rec['latency']:.0f}ms"}

@@ -109,8 +109,30 @@ def _fallback_notice(fourcc: str) -> None:
            f"pip install imageio-ffmpeg (rtseg[video]) for H.264")
 
 
+# libx264 for a process that shares the CPU with the model. Measured on the highway clip (221
+# frames of 960x540, docs/results.md#encoder): preset veryfast crf 20 costs 20 ms of CPU a frame,
+# superfast + zerolatency crf 23 costs 8.5 ms at the same PSNR against the source (43.2 dB) and
+# a 20 % larger file. zerolatency also drops the lookahead and B-frames, so a frame leaves the
+# encoder when it arrives (live recordings end with everything written). Two slice threads: the
+# encoder never needs more than one core here, and on a many-core machine x264's default of
+# 1.5 threads per core would compete with the inference threads.
+X264_LIVE = ("-preset", "superfast", "-tune", "zerolatency", "-crf", "23", "-threads", "2")
+
+
+def _children_cpu_s() -> float | None:
+    """User + system CPU seconds of this process's reaped children (None where not available)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class _FfmpegWriter:
     """Raw BGR frames piped to ffmpeg/libx264: yuv420p and ``+faststart`` for browsers."""
+
+    cpu_s: float | None = None  # the encoder's CPU seconds, known once it finished
 
     def __init__(self, exe: str, path: Path, size: tuple[int, int], fps: float, timestamps: bool = False):
         w, h = size
@@ -126,7 +148,7 @@ class _FfmpegWriter:
         vfr = ["-fps_mode", "passthrough", "-video_track_timescale", "1000"] if timestamps else []
         cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", *timing, "-i", "-", *vfr,
-               "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+               "-an", "-c:v", "libx264", *X264_LIVE, "-pix_fmt", "yuv420p",
                # 4:2:0 needs even sides; odd ones get one padded pixel rather than a failed encode.
                "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart", str(path)]
         # A new session keeps the terminal's Ctrl+C away from ffmpeg: the pipeline decides when
@@ -156,8 +178,13 @@ class _FfmpegWriter:
             self.proc.stdin.close()
         except OSError:
             pass
+        before = _children_cpu_s()
         if self.proc.wait() != 0:
             raise SinkError(f"ffmpeg failed to finish {self.path}: {self._error()}")
+        after = _children_cpu_s()
+        # The kernel adds a child's CPU time to RUSAGE_CHILDREN when it is reaped: the encoder's
+        # whole cost, in its own process, for the summary's per-stage figures.
+        self.cpu_s = after - before if before is not None and after is not None else None
         self.log.close()
 
     def abort(self) -> None:
@@ -252,6 +279,11 @@ class VideoSink:
         self.writer.close()
         os.replace(self.tmp, self.path)
 
+    def cpu_ms_per_frame(self, mask, view) -> float | None:
+        """The encoder's CPU milliseconds per frame over the run (ffmpeg's own process)."""
+        cpu_s = getattr(self.writer, "cpu_s", None)
+        return round(cpu_s * 1000 / self.frames, 2) if cpu_s is not None and self.frames else None
+
 
 class ImageDirSink:
     """``--save-masks`` (single-channel PNG of class ids) or ``--save-overlay`` (JPEG, quality 95)."""
@@ -260,16 +292,25 @@ class ImageDirSink:
         self.dir = ensure_dir(Path(directory), "--save-masks" if kind == "mask" else "--save-overlay")
         self.kind = kind
 
-    def write(self, frame: Frame) -> None:
+    def _encode(self, mask: np.ndarray, view: np.ndarray):
         if self.kind == "mask":
-            ok, data = cv2.imencode(".png", frame.mask)
-            name = f"{frame.name}.png"
-        else:
-            ok, data = cv2.imencode(".jpg", frame.view, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            name = f"{frame.name}.jpg"
+            return cv2.imencode(".png", mask)
+        return cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+    def write(self, frame: Frame) -> None:
+        name = f"{frame.name}.{'png' if self.kind == 'mask' else 'jpg'}"
+        ok, data = self._encode(frame.mask, frame.view)
         if not ok:
             raise SinkError(f"cannot encode {name}")
         _atomic_bytes(self.dir / name, data.tobytes())
+
+    def cpu_ms_per_frame(self, mask, view) -> float:
+        """CPU milliseconds of encoding one image, measured alone (the file write is not counted)."""
+        self._encode(mask, view)
+        t = time.process_time()
+        for _ in range(3):
+            self._encode(mask, view)
+        return round((time.process_time() - t) * 1000 / 3, 2)
 
     def close(self, commit: bool) -> None:
         pass

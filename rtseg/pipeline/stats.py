@@ -1,8 +1,9 @@
 """Per-frame, per-stage timing and the run's summary.
 
-Model-only and end-to-end figures are kept apart on purpose: ``model_fps`` is 1000 / mean
-inference milliseconds (what the network alone could sustain, as measured inside this run),
 ``fps`` is frames delivered per second of wall time from the first capture to the last sink.
+``model_fps_in_pipeline`` is 1000 / mean inference milliseconds inside the run, where the model
+shares the cores with the other stages; what the model does alone is measured separately after
+the run (``rtseg.pipeline.costs``) and reported as ``model_fps``.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class Stats:
         return f"{self.rolling_fps:.1f} FPS  latency {self.rolling_latency:.0f} ms"
 
     def summary(self) -> dict:
-        """frames, dropped, elapsed_s, fps (end to end), model_fps, latency_ms and stages_ms."""
+        """frames, dropped, elapsed_s, fps (end to end), model_fps_in_pipeline, latency_ms and stages_ms."""
         with self._lock:
             records = list(self.records)
         n = len(records)
@@ -86,7 +87,7 @@ class Stats:
             "dropped": self.dropped,
             "elapsed_s": round(elapsed, 3),
             "fps": round(n / elapsed, 3) if elapsed > 0 else 0.0,
-            "model_fps": round(1000.0 / infer["mean"], 3) if infer["mean"] > 0 else 0.0,
+            "model_fps_in_pipeline": round(1000.0 / infer["mean"], 3) if infer["mean"] > 0 else 0.0,
             "latency_ms": percentiles([r["latency"] for r in records]),
             "stages_ms": {s: percentiles([r[s] for r in records]) for s in STAGES},
         }
@@ -107,17 +108,25 @@ def _ending_note(summary: dict) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    """Three lines for the terminal at the end of a run."""
+    """A few lines for the terminal at the end of a run."""
     lat = summary["latency_ms"]
     stages = summary["stages_ms"]
-    ratio = summary["fps"] / summary["model_fps"] if summary["model_fps"] else 0.0
+    model = summary.get("model_fps")
+    if model:
+        speed = (f"FPS end-to-end {summary['fps']:.2f}  model-only {model:.2f} (measured alone)  "
+                 f"ratio {summary['fps'] / model:.2f}")
+    else:
+        speed = f"FPS end-to-end {summary['fps']:.2f}  (model-only not measured)"
     lines = [
         f"frames {summary['frames']}  dropped {summary['dropped']}  "
         f"elapsed {summary['elapsed_s']:.1f} s" + _ending_note(summary),
-        f"FPS end-to-end {summary['fps']:.2f}  model-only {summary['model_fps']:.2f}  "
-        f"(ratio {ratio:.2f})  latency p50 {lat['p50']:.0f} ms  p99 {lat['p99']:.0f} ms",
-        "stage mean ms: " + "  ".join(f"{s} {stages[s]['mean']:.1f}" for s in STAGES),
+        f"{speed}  latency p50 {lat['p50']:.0f} ms  p99 {lat['p99']:.0f} ms",
+        "stage mean ms in the pipeline: " + "  ".join(f"{s} {stages[s]['mean']:.1f}" for s in STAGES),
     ]
+    cpu = summary.get("stage_cpu_ms")
+    if cpu:
+        lines.append("CPU ms per frame, each stage alone: "
+                     + "  ".join(f"{s} {'--' if cpu.get(s) is None else f'{cpu[s]:.1f}'}" for s in STAGES))
     flicker = summary.get("flicker")
     if flicker and flicker["pairs"]:
         smooth = summary.get("smooth") or {}
