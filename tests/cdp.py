@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,11 +39,15 @@ class Chromium:
         cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                "--remote-debugging-pipe", f"--user-data-dir={self.profile}", f"--window-size={width},{height}"]
-        # The shell puts the pipe ends on 3 and 4, where Chromium expects them, whatever numbers
-        # they have here (a preexec dup2 could clobber subprocess's own error pipe).
-        script = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
-        self.proc = subprocess.Popen(["sh", "-c", script, *cmd], pass_fds=(to_browser_r, from_browser_w),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A small Python trampoline puts the pipe ends on 3 and 4, where Chromium expects them,
+        # whatever numbers they have here (a preexec dup2 could clobber subprocess's own error
+        # pipe, and dash cannot redirect descriptors above 9).
+        # F_DUPFD moves both above 4 first, so neither is overwritten by the other's dup2.
+        trampoline = ("import fcntl, os, sys; r, w = (fcntl.fcntl(int(fd), fcntl.F_DUPFD, 10) for fd in sys.argv[1:3]); "
+                      "os.dup2(r, 3); os.dup2(w, 4); os.execv(sys.argv[3], sys.argv[3:])")
+        self.proc = subprocess.Popen([sys.executable, "-c", trampoline, str(to_browser_r), str(from_browser_w), *cmd],
+                                     pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._next_id = 0
