@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 from serve_helpers import MODEL, ServedRun, Viewer, free_port, get_json, post_json, refused
-from stream_helpers import wait_for
+from conftest import CLIP
+from stream_helpers import count_files, start_run, wait_for
 
 from rtseg.errors import RtsegError
 from rtseg.pipeline.overlay import Style
@@ -178,3 +179,28 @@ def test_bad_control_requests_are_refused_and_healthz_says_paused(tmp_path):
         run.stop(signal.SIGKILL)
     assert run.proc.returncode == 130, stderr
     assert refused(run.port)
+
+
+def test_the_end_of_a_file_ends_the_streams_and_the_server(tmp_path):
+    port = free_port()
+    proc = start_run("--source", str(CLIP), *MODEL, "--max-frames", "6", "--serve", str(port),
+                     "--save-masks", str(tmp_path / "masks"))
+    try:
+        # The server listens before the model loads: a viewer can be waiting for the first frame.
+        wait_for(lambda: not refused(port), proc, 60, "the server")
+        viewer = Viewer(port)
+        got = 0
+        try:
+            while True:
+                viewer.frame()
+                got += 1
+        except EOFError:
+            pass
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert 1 <= got <= 6 and count_files(tmp_path / "masks") == 6
+    assert refused(port) and "Traceback" not in stderr
