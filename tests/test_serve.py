@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from types import SimpleNamespace
 
 import cv2
@@ -169,6 +171,12 @@ def test_bad_control_requests_are_refused_and_healthz_says_paused(tmp_path):
         assert post_json(run.url + "/control", {"mode": "blur"}) == (
             400, {"error": "mode must be one of overlay, mask, side, got 'blur'"})
         assert post_json(run.url + "/nothing")[0] == 404
+        # A form or text/plain POST (what another site can send without asking) is refused.
+        req = urllib.request.Request(run.url + "/control", data=b'{"paused": true}', method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        with pytest.raises(urllib.error.HTTPError, match="415"):
+            urllib.request.urlopen(req, timeout=10)
+        assert run.stats()["paused"] is False
         assert post_json(run.url + "/control", {"paused": True})[1]["paused"] is True
         status, health = get_json(run.url + "/healthz")
         assert status == 200 and health["state"] == "paused"

@@ -15,6 +15,7 @@ down the sockets of viewers still attached, so no ending of the run waits on a b
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import socket
@@ -121,11 +122,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        for data, t_capture in hub.frames():
-            self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
-                             .encode() + data + b"\r\n")
-            self.wfile.flush()
-            hub.delivered(t_capture)
+        # closing(): a viewer that left is uncounted at once, not when the generator is collected.
+        with contextlib.closing(hub.frames()) as frames:
+            for data, t_capture in frames:
+                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                                 .encode() + data + b"\r\n")
+                self.wfile.flush()
+                hub.delivered(t_capture)
 
     def do_POST(self) -> None:  # noqa: N802
         hub = self.server.hub
@@ -133,6 +136,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path not in ("/control", "/snapshot"):
                 self._json({"error": f"no such action: {path}"}, 404)
+                return
+            if self.headers.get_content_type() != "application/json":
+                # A JSON type makes a browser ask first (CORS preflight, which this server never
+                # grants), so another web site open in the same browser cannot steer the run.
+                self._json({"error": "send Content-Type: application/json"}, 415)
                 return
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
