@@ -19,14 +19,21 @@ CAMVID_FULL = REPO.parent / "shared" / "data" / "camvid"  # the whole split, bes
 
 
 def pytest_collection_modifyitems(config, items):
-    """``camvid_full`` tests need the whole CamVid split. A fresh clone has none: skip them there
-    and say why; in CI (``CI`` set) the data must be present, so they run and fail without it."""
-    if (CAMVID_FULL / "train").is_dir() or os.environ.get("CI"):
+    """``camvid_full`` tests need the whole CamVid split, ``browser`` tests a chromium. A fresh
+    clone may have neither: skip them there and say why; in CI (``CI`` set) both must be present,
+    so the tests run and fail without them."""
+    if os.environ.get("CI"):
         return
-    skip = pytest.mark.skip(reason=f"needs the whole CamVid split at {CAMVID_FULL} (run in CI)")
+    skips = {}
+    if not (CAMVID_FULL / "train").is_dir():
+        skips["camvid_full"] = pytest.mark.skip(reason=f"needs the whole CamVid split at {CAMVID_FULL} (run in CI)")
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        # The same rule for the browser tests: CI installs chromium (.ci/run) and runs them.
+        skips["browser"] = pytest.mark.skip(reason="needs Debian's chromium (apt-get install -y chromium; run in CI)")
     for item in items:
-        if "camvid_full" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,6 +6,7 @@ Examples:
     rtseg run --source 0 --show                   # webcam, newest frame only, window
     rtseg run --source "rtsp://cam/stream" --reconnect 5 --output rec.mp4
     rtseg run --source clip.mp4 --smooth flow --json s.json   # steadier masks; TC in the summary
+    rtseg run --source 0 --serve 8080             # live view in a browser: http://127.0.0.1:8080/
 """
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ def register(sub) -> None:
     out.add_argument("--show", action="store_true",
                      help="open a window (keys: q quit, space pause, m overlay/mask/side, +/- alpha)")
     out.add_argument("--json", metavar="FILE", help="per-frame stage latencies and the summary")
+    out.add_argument("--serve", metavar="[HOST:]PORT",
+                     help="live view in a browser at http://HOST:PORT/ with figures and controls (mode, alpha, "
+                          "pause, snapshot); HOST defaults to 127.0.0.1 (this machine only). 0.0.0.0 serves every "
+                          "network interface: anyone who can reach the port sees the camera and can steer the run "
+                          "(no authentication; prefer an SSH tunnel)")
+    out.add_argument("--snapshot-dir", metavar="DIR", default="snapshots",
+                     help="where the page's snapshot button writes frame, overlay and mask (default ./snapshots)")
     look = p.add_argument_group("drawing")
     look.add_argument("--mode", choices=["overlay", "mask", "side"], default="overlay")
     look.add_argument("--alpha", type=float, default=0.5, help="palette weight in overlay mode (0..1)")
@@ -90,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
             hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
             strict=args.strict, smooth=args.smooth, smooth_alpha=args.smooth_alpha,
-            flicker=args.flicker or None, costs=not args.no_costs))
+            flicker=args.flicker or None, costs=not args.no_costs, serve=args.serve,
+            snapshot_dir=args.snapshot_dir))
     except PipelineError as e:
         if e.summary is None:
             raise  # nothing ran: a one-line error, exit 2

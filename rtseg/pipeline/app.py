@@ -23,6 +23,7 @@ from rtseg.pipeline.overlay import Renderer, Style, parse_ignore
 from rtseg.pipeline.runner import Pipeline, PipelineError, SourceLost
 from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
 from rtseg.pipeline.sources import Source, SourceError, open_source
+from rtseg.serve.hub import ServeSink
 from rtseg.errors import RtsegError
 from rtseg.progress import Progress, log_silent, log_stderr, notice
 from rtseg.temporal.pipeline import temporal_parts, temporal_summary
@@ -64,6 +65,8 @@ class RunOptions:
     flicker_defer: bool = False     # compute the flicker figures after the timed run (bounded runs only)
     strict: bool = False            # the first undecodable frame ends the run instead of being skipped
     costs: bool = True              # after the run: model-only FPS and each stage's CPU ms, measured alone
+    serve: str | None = None        # [HOST:]PORT: the live view in a browser (rtseg.serve)
+    snapshot_dir: str = "snapshots"  # where the browser's snapshot button writes
 
 
 def write_json(path: str | Path, data: dict) -> None:
@@ -94,9 +97,16 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
     if opts.show:
         check_display()
     sinks: list = [ImageDirSink(d, kind) for d, kind in ((opts.save_masks, "mask"), (opts.save_overlay, "overlay")) if d]
+    # Listening now: a port in use is refused before the source opens and the model loads.
+    server = _open_server(opts, style)
 
-    if source is None:
-        source = open_source(opts.source, opts.vid_stride, opts.max_frames, opts.reconnect, opts.strict)
+    try:
+        if source is None:
+            source = open_source(opts.source, opts.vid_stride, opts.max_frames, opts.reconnect, opts.strict)
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
     threads = torch.get_num_threads()
     progress = pipeline = None
     try:
@@ -116,6 +126,8 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
             # First, so the window shows a frame before the files are encoded: that is the
             # capture-to-screen latency a viewer feels.
             sinks.insert(0, DisplaySink(style, stop))
+        if server is not None:
+            sinks.insert(0, ServeSink(server.hub))
         smoother, meter = temporal_parts(opts, meta.num_classes, source.live)
         if meter is not None:
             sinks.append(meter)
@@ -129,6 +141,8 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
         # Created last: its clock gives the rate and ETA, and model loading is not frame time.
         progress = Progress(source.total, "run", "frame", enabled=not opts.quiet)
         pipeline = Pipeline(source, backend, renderer, sinks, opts.size, progress, stop=stop, smoother=smoother)
+        if server is not None:
+            server.hub.attach(pipeline.stats, stop, meta, _serve_info(opts, source, backend))
         # From here every ending finalizes the outputs; once the frames are done, a signal waits
         # for the JSON instead of losing it.
         with signals.deferred():
@@ -142,6 +156,26 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
             source.close()
         if progress is not None and progress.n:
             progress.close()
+        if server is not None:  # after the JSON: a viewer never delays the outputs
+            server.close()
+
+
+def _open_server(opts: RunOptions, style: Style):
+    """``--serve``: binds and starts the live view's server, or None without the option."""
+    if not opts.serve:
+        return None
+    from rtseg.serve import open_server
+
+    server = open_server(opts.serve, style, opts.snapshot_dir)
+    if not opts.quiet:
+        log_stderr(f"rtseg: live view at {server.url}")
+    return server
+
+
+def _serve_info(opts: RunOptions, source: Source, backend: Backend) -> dict:
+    size = opts.size or backend.meta.input_size
+    return {"model": backend.meta.name, "runtime": backend.runtime, "precision": backend.meta.precision,
+            "source": source.description, "size": [int(size[0]), int(size[1])]}
 
 
 def _costs(opts: RunOptions, pipeline: Pipeline, backend: Backend, renderer: Renderer, sinks: list,

@@ -69,6 +69,12 @@ class Stats:
                 0.9 * self.rolling_latency + 0.1 * rec["latency"]
         return rec
 
+    def recent(self, n: int) -> tuple[list[dict], float, int]:
+        """The last ``n`` records, the rolling FPS and the number of frames, read together (the
+        live view's figures come from another thread)."""
+        with self._lock:
+            return self.records[-n:], self.rolling_fps, len(self.records)
+
     def hud_text(self) -> str:
         """``"12.3 FPS  latency 85 ms"`` for the overlay (figures of frames already delivered)."""
         if not self.records:
