@@ -22,7 +22,8 @@ done
 rtseg batch --source "$DATA/camvid/val" --out "$OUT/batch_val" \
   --scales 0.75,1,1.25 --flip --score-root "$DATA/camvid" --score-split val --no-overlay | tail -3
 
-# 2. The pipeline: end-to-end vs model-only vs naive loop on the highway clip (default model, torch).
+# 2. The pipeline: end-to-end vs the model alone vs a naive loop on the highway clip, on the runtime
+#    and precision `rtseg run` uses by default (OpenVINO INT8 on a CPU).
 rtseg bench --pipeline --source "$CLIP" --json "$OUT/pipeline.json" --quiet
 
 # 3. The FPS / mIoU trade-off: shipped live models x CPU backends x precisions (table, CSV, JSON, plot).
