@@ -51,6 +51,21 @@ def _keep_signal_handlers():
                 signal.signal(getattr(signal, s), handler)
 
 
+def _reachable(address: str) -> None:
+    """``host:port`` and ``ray://host:port`` answer a TCP connect within a few seconds: Ray itself
+    retries an unreachable address for minutes, printing warnings, before it gives up."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RtsegError(f"--ray address must be auto, host:port or ray://host:port, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise RtsegError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
 def connect(address: str | None, local_cpus: int | None = None) -> bool:
     """Joins the cluster at ``address`` (``auto``, ``host:port``, ``ray://host:port``) or, for
     None, starts a local instance with ``local_cpus`` CPUs. Reuses a connection this process
@@ -71,6 +86,8 @@ def connect(address: str | None, local_cpus: int | None = None) -> bool:
             if address is None:
                 ray.init(address="local", num_cpus=local_cpus, **kwargs)
             else:
+                if address != "auto":
+                    _reachable(address)
                 ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
