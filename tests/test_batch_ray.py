@@ -196,3 +196,22 @@ def test_an_unreachable_cluster_is_one_line_exit_2(inputs, tmp_path):
     err = proc.stderr.strip()
     assert proc.returncode == 2 and "\n" not in err
     assert err.startswith("rtseg batch: error: cannot reach the Ray cluster at 127.0.0.1:1")
+
+
+def test_the_exported_int8_runtime_runs_locally_and_on_ray(ray_local, inputs, tmp_path):
+    """--backend openvino: the INT8 export behind its accuracy gate (rtseg run's selection), built
+    once by the driver; the workers open the copy in OUT and write the masks of the local run."""
+    args = ["--source", str(inputs / "b.mp4"), "--source", str(inputs / "imgs"), *OPTS, "--backend", "openvino",
+            "--engines", str(tmp_path / "engines"), "--quiet", "--no-overlay"]
+    assert rtseg.cli.main(["batch", *args, "--out", str(tmp_path / "local")]) == 0
+    assert rtseg.cli.main(["batch", *args, "--out", str(tmp_path / "ray"), "--ray", "--workers", "2"]) == 0
+    local = json.loads((tmp_path / "local" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["runtime"] == local["runtime"] == "openvino"
+    assert summary["precision"] == local["precision"] == summary["settings"]["precision"]
+    assert summary["frames_processed"] == 8
+    names = sorted(str(p.relative_to(tmp_path / "local")) for p in (tmp_path / "local" / "masks").rglob("*.png"))
+    assert len(names) == 8
+    for name in names:
+        assert np.array_equal(cv2.imread(str(tmp_path / "local" / name), cv2.IMREAD_UNCHANGED),
+                              cv2.imread(str(tmp_path / "ray" / name), cv2.IMREAD_UNCHANGED)), name
