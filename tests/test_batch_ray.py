@@ -145,7 +145,16 @@ class SlowBackend:
         return self.inner.preprocess(image, size)
 
 
-def test_a_run_stopped_part_way_resumes(ray_local, inputs, reference, tmp_path):
+@pytest.fixture
+def plain_ctrl_c():
+    """Ctrl+C as Python's own KeyboardInterrupt for one test: the handler an earlier in-process
+    rtseg.cli.main installed records the signal process-wide, and the next command would stop."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_run_stopped_part_way_resumes(ray_local, inputs, reference, tmp_path, plain_ctrl_c):
     out = tmp_path / "out"
     opts = BatchOptions(source=sources(inputs), out=str(out), model="deeplabv3plus_camvid", size=(64, 96),
                         threads=1, chunk_frames=3, batch_size=2, quiet=True, ray="local", workers=2)
