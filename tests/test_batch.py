@@ -319,3 +319,45 @@ def test_option_checks(tmp_path):
         TTAOptions(scales=(1.0, -0.5))
     with pytest.raises(SourceError):
         run_batch(BatchOptions(source=str(tmp_path / "nowhere" / "*.png"), out=str(tmp_path / "out"), quiet=True))
+
+
+# --- several inputs, chunks, unreadable inputs (local; the Ray runs are in test_batch_ray.py) ---
+
+def test_video_ranges_and_image_runs():
+    from rtseg.batch.inputs import Input, plan_chunks
+
+    inputs = [Input("v.mp4", "video", "v", frames=7), Input("d", "images", "d", files=[f"d/{i}.png" for i in range(4)]),
+              Input("u.mkv", "video", "u", frames=None)]
+    chunks = plan_chunks(inputs, 3)
+    assert [(c.kind, c.start, c.end, c.total) for c in chunks[:3]] == [("video", 0, 3, 3), ("video", 3, 6, 3),
+                                                                       ("video", 6, None, 1)]
+    assert chunks[2].names() == ["000006"]  # the last range reads on to the real end of the video
+    assert [c.files for c in chunks[3:5]] == [["d/0.png", "d/1.png", "d/2.png"], ["d/3.png"]]
+    assert chunks[5].names() is None and [c.id for c in chunks] == list(range(6))
+    assert [(c.start, c.end, c.total) for c in plan_chunks(inputs[:1], 3, max_frames=4)] == [(0, 3, 3), (3, 4, 1)]
+
+
+def test_several_inputs_from_a_list_file_with_a_corrupt_video(fake_backend, camvid, tmp_path, capsys, monkeypatch):
+    video = tmp_path / "clip.mkv"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 50 * i, np.uint8))
+    writer.release()
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# drives\nclip.mkv\n\nbroken.mp4\n{camvid / 'val'}\n")
+    out = tmp_path / "out"
+    summary = run_batch(BatchOptions(source=[str(listing)], out=str(out), chunk_frames=2, batch_size=2, quiet=True),
+                        backend=fake_backend())
+    assert "skipped input" in capsys.readouterr().err
+    assert [i["label"] for i in summary["inputs"]] == ["clip", "val"]
+    assert [f["source"] for f in summary["failed_inputs"]] == [str(tmp_path / "broken.mp4")]
+    assert sorted(p.name for p in (out / "masks" / "clip").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    assert len(list((out / "masks" / "val").glob("*.png"))) == 3
+    assert (summary["frames_processed"], summary["chunks"]) == (8, 5)
+    # The CLI finishes the job and exits 1: an input failed. A missing source refuses to start (2).
+    monkeypatch.setattr("rtseg.backends.open_backend", lambda spec, device=None: fake_backend())
+    assert rtseg.cli.main(["batch", "--source", str(listing), "--out", str(out), "--quiet"]) == 1
+    assert rtseg.cli.main(["batch", "--source", str(listing), "--source", str(tmp_path / "nope.mp4"),
+                           "--out", str(out), "--quiet"]) == 2
+    assert "source not found" in capsys.readouterr().err

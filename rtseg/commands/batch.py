@@ -1,13 +1,23 @@
-"""``rtseg batch --source DIR|VIDEO|GLOB --out DIR``: offline inference for heavy models.
+"""``rtseg batch --source DIR|VIDEO|GLOB|LIST.txt [--source ...] --out DIR [--ray [ADDRESS]]``:
+offline inference for heavy models, on this machine or a Ray cluster.
 
 Multi-scale and flip test-time augmentation, sliding-window tiles and a fully-connected CRF,
 several frames per model call; writes OUT/masks/<name>.png, OUT/overlays/<name>.jpg and
-OUT/summary.json. Frames whose mask exists are skipped, so re-running continues an interrupted job.
+OUT/summary.json (with several sources, one subfolder per source). Frames whose mask exists are
+skipped, so re-running continues an interrupted job. An unreadable input or frame is reported and
+skipped; the job goes on.
 
 Examples:
     rtseg batch --source frames/ --out out/ --scales 0.75,1,1.25 --flip
     rtseg batch --source drive.mp4 --out out/ --tile 512x512 --overlap 128 --no-overlay
     rtseg batch --source "shots/*.jpg" --out out/ --crf --batch-size 8
+
+    # two videos and a folder on a local Ray instance, two model replicas; or join a cluster
+    rtseg batch --source a.mp4 --source b.mp4 --source frames/ --out out/ --ray --workers 2
+    rtseg batch --source inputs.txt --out /shared/out --ray auto --workers 8 --num-gpus 1
+
+    # the exported OpenVINO INT8 model (built once, used only if its accuracy gate passes)
+    rtseg batch --source drive.mp4 --out out/ --backend openvino --precision int8 --calib drive.mp4
 
     # CamVid val, scored: the masks reproduce `rtseg eval` of that model with the same --scales and --flip
     rtseg batch --source ../shared/data/camvid/val --out batch_out \\
@@ -20,21 +30,46 @@ import argparse
 from rtseg import signals
 from rtseg.signals import ENDINGS
 
-from rtseg.commands import floats_arg, size_arg
+from rtseg.commands import engines_arg, floats_arg, size_arg
+
+
+EXIT_CODES = """exit codes:
+  0    every frame written (or already there)
+  1    finished, but an input, a frame or a chunk failed (reported, listed in summary.json)
+  2    bad input, refused before the first frame: source, model, option, output, Ray address
+  130  interrupted (143: SIGTERM, 129: SIGHUP); the finished frames are kept, re-run to continue"""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("batch", help="offline segmentation of folders and videos (TTA, tiles, CRF, resumable)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("batch", help="offline segmentation of folders and videos (TTA, tiles, CRF, resumable, Ray)",
+                       description=__doc__, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None,
                    help="shipped name or model file: .safetensors, .onnx, .xml, .engine (default: the shipped batch model "
                         "deeplabv3plus_hires_camvid, or deeplabv3plus_camvid where it is not installed)")
-    p.add_argument("--source", required=True, help="folder of images, glob of images (quoted), image or video file")
+    p.add_argument("--source", required=True, action="append",
+                   help="folder of images, glob of images (quoted), image or video file, or a .txt file listing "
+                        "them one per line; repeat for several inputs")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (masks/, overlays/, summary.json)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for .engine files)")
     p.add_argument("--batch-size", type=int, default=4, help="frames of one size per model call (default 4)")
     p.add_argument("--max-frames", type=int, help="only the first N frames")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice; with --ray: --num-cpus)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+                   help="runtime, chosen and exported as by rtseg run (default: the model as given: torch for a "
+                        "torch model, an exported file's own runtime)")
+    engines_arg(p)
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="int8: exported with the accuracy gate (on --calib, else frames that ship with rtseg)")
+    p.add_argument("--calib", metavar="DIR|VIDEO", help="calibration frames for --precision int8")
+    p.add_argument("--chunk-frames", type=int, default=16,
+                   help="frames per unit of work: a video is cut into ranges of this many frames (default 16)")
+    ray = p.add_argument_group("ray (pip install 'rtseg[ray]')")
+    ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="spread the chunks over Ray workers: alone, a local Ray instance; 'auto' or "
+                          "ray://host:port joins a cluster (OUT must then be a path every node sees)")
+    ray.add_argument("--workers", type=int, default=2, help="model replicas (Ray actors) (default 2)")
+    ray.add_argument("--num-cpus", type=float, default=1.0, help="CPUs each worker reserves (default 1)")
+    ray.add_argument("--num-gpus", type=float, default=0.0, help="GPUs each worker reserves (default 0; 1 runs it on CUDA)")
     tta = p.add_argument_group("inference")
     tta.add_argument("--size", type=size_arg,
                      help="inference size HxW at scale 1 (default: the model's input size; with --tile the frame's own size)")
@@ -69,8 +104,13 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile, overlap=args.overlap, crf=CRFParams(iterations=args.crf_iters) if args.crf else None,
         overlay=not args.no_overlay, overlay_ext=args.overlay_ext, max_frames=args.max_frames,
         threads=args.threads, quiet=args.quiet, score_root=args.score_root, score_split=args.score_split,
-        score_data=args.score_data, **chosen))
+        score_data=args.score_data, backend=args.backend, precision=args.precision, calib=args.calib,
+        engines_dir=args.engines, chunk_frames=args.chunk_frames, ray=args.ray, workers=args.workers,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, **chosen))
     if not args.quiet:
         print(format_summary(summary))
     # 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM): the finished frames are kept.
-    return ENDINGS[signals.received() or "SIGINT"][1] if summary["interrupted"] else 0
+    if summary["interrupted"]:
+        return ENDINGS[signals.received() or "SIGINT"][1]
+    # 1: the job finished, but an input, a frame or a chunk failed (listed in summary.json).
+    return 1 if summary["failed_inputs"] or summary["frames_failed"] or summary["errors"] else 0
