@@ -28,6 +28,7 @@ import numpy as np
 from rtseg.batch.inputs import Chunk
 from rtseg.errors import RtsegError
 
+
 def import_ray():
     try:
         import ray
