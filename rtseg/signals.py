@@ -46,6 +46,7 @@ class _State:
         self.mode = "raise"                 # raise | pipeline | defer
         self.stop: threading.Event | None = None
         self.abort: threading.Event | None = None
+        self.pid = os.getpid()              # the process that installed the handlers
 
 
 state = _State()
@@ -62,6 +63,11 @@ def _say(line: str) -> None:
 
 def _handle(signum, _frame) -> None:
     name = signal.Signals(signum).name
+    if os.getpid() != state.pid:
+        # A process a library forked from rtseg (OpenVINO's telemetry sender, a multiprocessing
+        # worker) inherits these handlers, and Ctrl+C reaches the whole process group: the child
+        # ends quietly with the signal's code instead of printing a StopRequested traceback.
+        os._exit(ENDINGS[name][1])
     state.count += 1
     if state.name is None:
         state.name = name
@@ -97,6 +103,7 @@ _previous_unraisable = sys.unraisablehook
 
 def install() -> None:
     """Installs the handlers (main thread only); called first thing by the CLI."""
+    state.pid = os.getpid()
     if sys.unraisablehook is not _unraisable:
         global _previous_unraisable
         _previous_unraisable = sys.unraisablehook

@@ -1,7 +1,10 @@
 """The stop-signal handlers in rtseg.signals, exercised in a child interpreter (they are process-wide)."""
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 # A signal that lands inside a weakref callback (the import system uses them for its module
 # locks) raises where Python cannot propagate: it must not print a traceback, and the next
@@ -56,3 +59,28 @@ OTHER = textwrap.dedent("""
 def test_other_unraisable_errors_are_still_reported():
     proc = subprocess.run([sys.executable, "-c", OTHER], capture_output=True, text=True, timeout=60)
     assert "ValueError: not a signal" in proc.stderr
+
+
+# A process forked from rtseg (OpenVINO's telemetry sender is one) inherits the handlers, and
+# Ctrl+C or a group-wide SIGTERM reaches it too: it must end quietly, not print a traceback.
+FORKED = textwrap.dedent("""
+    import os, signal, sys, time
+    from rtseg import signals
+    signals.install()
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)          # a library's helper process, busy
+        os._exit(0)
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+""")
+
+
+def test_a_forked_child_ends_quietly_on_a_stop_signal():
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    proc = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "143"
+    assert "Traceback" not in proc.stderr and "StopRequested" not in proc.stderr, proc.stderr
