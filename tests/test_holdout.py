@@ -126,6 +126,25 @@ def test_train_holdout_flag_runs_in_its_own_folder(tmp_path, capsys):
     assert json.loads((run / "config.json").read_text())["holdout"] == "0001TP"
 
 
+def test_train_split_and_init_from_flags_make_a_second_stage_of_a_final_run(tmp_path, capsys):
+    _frames(tmp_path / "data")
+    cfg = {k: v for k, v in vars(_cfg(tmp_path, epochs=1)).items()}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--train-split", "train+val", "--threads", "1"]) == 0
+    first = tmp_path / "runs" / "ho_train-val"
+    saved = json.loads((first / "config.json").read_text())
+    assert saved["train_split"] == "train+val" and saved["threads"] == 1
+    assert not (tmp_path / "runs" / "ho").exists()
+    cfg["name"] = "ho2"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--train-split", "train+val",
+                 "--init-from", str(first / "best.safetensors")]) == 0
+    assert "tensors copied" in capsys.readouterr().out
+    second = json.loads((tmp_path / "runs" / "ho2_train-val" / "config.json").read_text())
+    assert second["init_from"] == str(first / "best.safetensors")
+
+
 def test_eval_scores_only_the_drives_asked_for(tmp_path, capsys):
     _frames(tmp_path / "data")
     fit(_cfg(tmp_path, epochs=1), progress=False)

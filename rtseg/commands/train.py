@@ -15,13 +15,24 @@ def register(sub) -> None:
     p.add_argument("--holdout", metavar="DRIVE",
                    help="leave this drive (file-stem prefix, e.g. CamVid's 0006R0) out of training and pick "
                         "checkpoints on it; val is scored beside it. The run goes to <name>_holdout-<DRIVE>")
+    p.add_argument("--train-split", metavar="SPLIT",
+                   help="override the training split, e.g. train+val for final weights on every labelled frame; "
+                        "the run goes to <name>_<SPLIT> (+ written as -)")
+    p.add_argument("--init-from", metavar="FILE",
+                   help="override the config's init_from weights (e.g. a later stage of a held-out run "
+                        "starting from that run's earlier stage)")
+    p.add_argument("--threads", type=int, metavar="N", help="override the torch intra-op thread count")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rtseg.train import fit, load_train_config
 
-    cfg = load_train_config(args.config, epochs=args.epochs, root=args.root, out=args.out)
+    cfg = load_train_config(args.config, epochs=args.epochs, root=args.root, out=args.out,
+                            init_from=args.init_from, threads=args.threads)
+    if args.train_split and args.train_split != cfg.train_split:
+        # Its own run folder for the same reason as --holdout below.
+        cfg = replace(cfg, train_split=args.train_split, name=f"{cfg.name}_{args.train_split.replace('+', '-')}")
     if args.holdout:
         # Its own run folder: resuming a full-data run's last.pt under the protocol would mix the two.
         cfg = replace(cfg, holdout=args.holdout, name=f"{cfg.name}_holdout-{args.holdout}")
