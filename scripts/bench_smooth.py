@@ -19,12 +19,13 @@ import cv2
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def parse_settings(text: str) -> list[tuple[str, float]]:
-    """``off,ema:0.5,flow:0.5`` -> [("off", 1.0), ("ema", 0.5), ("flow", 0.5)]."""
+def parse_settings(text: str) -> list[tuple[str, float, float]]:
+    """``off,ema:0.5,flow:0.3:0.1`` -> [("off", 1.0, 0.0), ("ema", 0.5, 0.0), ("flow", 0.3, 0.1)]:
+    mode, alpha (default 1) and hold margin (default 0)."""
     out = []
     for item in text.split(","):
-        mode, _, alpha = item.partition(":")
-        out.append((mode, float(alpha) if alpha else 1.0))
+        mode, alpha, hold = (item.split(":") + ["", ""])[:3]
+        out.append((mode, float(alpha) if alpha else 1.0, float(hold) if hold else 0.0))
     return out
 
 
@@ -35,14 +36,15 @@ def main() -> int:
     p.add_argument("--clip", default=str(DATA / "video" / "highway_960x540_25fps.mp4"))
     p.add_argument("--camvid", default=str(DATA / "camvid"), help="CamVid root; 'none' skips mIoU")
     p.add_argument("--settings", type=parse_settings, default=parse_settings("off,ema:0.5,flow:0.5"),
-                   help="mode:alpha list, run in this order each round (repeat 'off' at the end to see drift)")
+                   help="mode[:alpha[:hold]] list, run in this order each round (repeat 'off' at the end to see drift)")
     p.add_argument("--rounds", type=int, default=2, help="clip runs per setting (FPS: median)")
-    p.add_argument("--strip-alpha", type=float, default=0.5)
+    p.add_argument("--strip-alpha", type=float, default=0.3)
+    p.add_argument("--strip-hold", type=float, default=0.0)
     p.add_argument("--out", required=True, help="folder for results.json and strip.png")
     args = p.parse_args()
 
     from rtseg.backends.select import open_for_run
-    from rtseg.evaluate import labelled_dataset
+    from rtseg.data import labelled_dataset
     from rtseg.progress import log_stderr
     from rtseg.temporal.bench import clip_runs, sequence_miou, strip
 
@@ -59,25 +61,25 @@ def main() -> int:
         row["fps_ratio"] = round(row["fps"] / base, 3) if base else None
     miou = []
     if args.camvid != "none":
-        ds = labelled_dataset("camvid", args.camvid, "val", backend.meta.ignore_index)
-        for mode, alpha in dict.fromkeys(args.settings):  # a setting repeated for FPS drift is scored once
-            miou.append(sequence_miou(backend, ds, mode, alpha))
+        ds = labelled_dataset("camvid", args.camvid, "val", ignore_index=backend.meta.ignore_index)
+        for mode, alpha, hold in dict.fromkeys(args.settings):  # a setting repeated for FPS drift: once
+            miou.append(sequence_miou(backend, ds, mode, alpha, hold))
             log_stderr(f"camvid val: {miou[-1]}")
     result = {"model": backend.meta.name, "runtime": backend.runtime, "clip": args.clip, "clip_runs": clip,
               "camvid_val": miou}
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    img = strip(backend, args.clip, 120, 4, ["off", "flow"], args.strip_alpha)
+    img = strip(backend, args.clip, 120, 4, ["off", "flow"], args.strip_alpha, args.strip_hold)
     cv2.imwrite(str(out / "strip.png"), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
     print(f"{backend.meta.name} ({backend.runtime}), {Path(args.clip).name}, {clip[0]['frames']} frames")
-    print("| smoothing | alpha | TC % | changed px % | e2e FPS | FPS ratio | val mIoU seq % | val mIoU single % |")
-    print("|---|---|---|---|---|---|---|---|")
-    by_setting = {(m["mode"], m["alpha"]): m for m in miou}
+    print("| smoothing | alpha | hold | TC % | changed px % | e2e FPS | FPS ratio | val mIoU seq % | val mIoU single % |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    by_setting = {(m["mode"], m["alpha"], m["hold"]): m for m in miou}
     for row in clip:
-        m = by_setting.get((row["mode"], row["alpha"]))
+        m = by_setting.get((row["mode"], row["alpha"], row["hold"]))
         seq = f"{100 * m['miou_sequence']:.2f}" if m else "-"
         single = f"{100 * m['miou_single']:.2f}" if m else "-"
-        print(f"| {row['mode']} | {row['alpha'] or '-'} | {row['tc']:.2f} | {row['changed']:.3f} | "
+        print(f"| {row['mode']} | {row['alpha'] or '-'} | {row['hold'] if row['hold'] is not None else '-'} | {row['tc']:.2f} | {row['changed']:.3f} | "
               f"{row['fps']:.2f} | {row['fps_ratio']:.3f} | {seq} | {single} |")
     return 0
 

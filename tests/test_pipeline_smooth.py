@@ -10,6 +10,7 @@ from test_pipeline_run import decode
 from rtseg.cli import main
 from rtseg.pipeline import RunOptions, run
 from rtseg.pipeline.stats import format_summary
+from rtseg.temporal.smooth import DEFAULT_HOLD
 
 
 def test_smooth_flow_keeps_every_frame_and_reports_flicker(fake_backend, tmp_path):
@@ -20,7 +21,7 @@ def test_smooth_flow_keeps_every_frame_and_reports_flicker(fake_backend, tmp_pat
     result = json.loads(stats.read_text())
     assert [r["name"] for r in result["frames"]] == [f"{i:06d}" for i in range(221)]  # every frame, in order
     saved = result["summary"]
-    assert saved["smooth"] == {"mode": "flow", "alpha": 0.3, "resets": 0}  # no cut in the clip
+    assert saved["smooth"] == {"mode": "flow", "alpha": 0.3, "hold": DEFAULT_HOLD, "resets": 0}  # no cut in the clip
     assert saved["flicker"]["pairs"] == 220
     assert 0 < saved["flicker"]["tc"] <= 100 and 0 <= saved["flicker"]["changed"] < 100
     assert "flicker: TC" in format_summary(summary)
@@ -55,6 +56,18 @@ def test_cli_rejects_a_bad_alpha_in_one_line_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--smooth-alpha must be in (0, 1]" in err[0]
     assert not (tmp_path / "s.json").exists()
+
+
+def test_cli_rejects_a_bad_hold_in_one_line_and_passes_a_good_one(tmp_path, capsys, fake_backend, monkeypatch):
+    code = main(["run", "--source", str(CLIP), "--quiet", "--smooth", "flow", "--smooth-hold", "1.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--smooth-hold must be in [0, 1)" in err[0]
+    import rtseg.pipeline as pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run", lambda opts: seen.setdefault("opts", opts) and {})
+    main(["run", "--source", str(CLIP), "--quiet", "--smooth", "flow", "--smooth-hold", "0.25"])
+    assert seen["opts"].smooth_hold == 0.25
 
 
 def test_cli_rejects_an_unknown_mode(capsys):

@@ -92,6 +92,36 @@ def test_smoothing_reduces_flicker_of_a_noisy_prediction(mode):
     assert after["tc"] > before["tc"]
 
 
+def _hovering(mask, t, margin):
+    """Logits whose classes 0 and 1 swap the lead every frame by ``margin`` where ``mask`` is 0 or 1."""
+    onehot = np.eye(4, dtype=np.float32)[mask].transpose(2, 0, 1)
+    tie = (mask <= 1).astype(np.float32)
+    lead = margin if t % 2 else -margin
+    logits = 2 * onehot * (1 - tie)
+    logits[0] += tie * (1 + lead)
+    logits[1] += tie * (1 - lead)
+    return torch.from_numpy(logits)[None]
+
+
+@pytest.mark.parametrize("mode", ["ema", "flow"])
+def test_hold_keeps_a_hovering_class_and_follows_a_clear_change(mode):
+    image, mask = texture(), blocks()
+    flips = {}
+    for hold in (0.0, 0.1):
+        smoother = Smoother(mode, 1.0, 4, hold=hold)  # alpha 1: no averaging, the margin alone
+        shown = [logits_to_mask(smoother.update(t, image, _hovering(mask, t, 0.1)), mask.shape) for t in range(8)]
+        flips[hold] = flicker([image] * 8, shown)["changed"]
+    # Without the margin the hovering pixels switch every frame; with it they keep their first class.
+    assert flips[0.0] > 10 and flips[0.1] == 0
+    # A clear change (class 3 by a wide margin) is shown at once, and the margin does not build
+    # up: after many held frames the next clear change is followed just as fast.
+    smoother = Smoother(mode, 1.0, 4, hold=0.1)
+    for t in range(10):
+        smoother.update(t, image, _hovering(mask, t, 0.1))
+    assert np.array_equal(logits_to_mask(smoother.update(10, image, logits_of(np.full_like(mask, 3))),
+                                         mask.shape), np.full_like(mask, 3))
+
+
 def test_live_gap_resets_and_file_gap_does_not():
     image = texture()
     la, lb = logits_of(blocks(seed=1)), logits_of(blocks(seed=2))
@@ -126,3 +156,8 @@ def test_argmax_in_graph_ids_are_smoothed_as_votes():
 def test_bad_mode_or_alpha_is_a_one_line_error(mode, alpha, text):
     with pytest.raises(RtsegError, match=text.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
         Smoother(mode, alpha, 4)
+
+
+def test_bad_hold_is_a_one_line_error():
+    with pytest.raises(RtsegError, match=r"--smooth-hold must be in \[0, 1\)"):
+        Smoother("flow", 0.3, 4, hold=1.0)

@@ -69,6 +69,9 @@ def register(sub) -> None:
                          "ema (no flow, static cameras); reset on scene cuts and dropped live frames (default off)")
     tm.add_argument("--smooth-alpha", type=float, default=0.3,
                     help="the new frame's weight, 0 < a <= 1 (default 0.3; lower: steadier, slower to follow)")
+    tm.add_argument("--smooth-hold", type=float, metavar="MARGIN",
+                    help="hysteresis: a pixel keeps the class it showed until another class's averaged "
+                         "probability leads by MARGIN, 0 <= m < 1 (default: the README's Flicker table)")
     tm.add_argument("--flicker", action="store_true",
                     help="report temporal consistency (TC) and changed pixels in the summary (on with --smooth)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
             hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
             strict=args.strict, smooth=args.smooth, smooth_alpha=args.smooth_alpha,
+            **({} if args.smooth_hold is None else {"smooth_hold": args.smooth_hold}),
             flicker=args.flicker or None, costs=not args.no_costs, serve=args.serve,
             snapshot_dir=args.snapshot_dir))
     except PipelineError as e:

@@ -27,7 +27,7 @@ from rtseg.serve.hub import ServeSink
 from rtseg.errors import RtsegError
 from rtseg.progress import Progress, log_silent, log_stderr, notice
 from rtseg.temporal.pipeline import temporal_parts, temporal_summary
-from rtseg.temporal.smooth import check_smooth
+from rtseg.temporal.smooth import DEFAULT_HOLD, check_smooth
 
 DEFAULT_MODEL = "deeplabv3plus_camvid"
 
@@ -61,6 +61,7 @@ class RunOptions:
     quiet: bool = False
     smooth: str = "off"             # off | ema | flow (rtseg.temporal.smooth)
     smooth_alpha: float = 0.3       # the new frame's weight in the running average (README: Flicker)
+    smooth_hold: float = DEFAULT_HOLD  # hysteresis margin on the shown class (README: Flicker)
     flicker: bool | None = None     # TC and changed pixels in the summary; None: on when smoothing
     flicker_defer: bool = False     # compute the flicker figures after the timed run (bounded runs only)
     strict: bool = False            # the first undecodable frame ends the run instead of being skipped
@@ -89,7 +90,7 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
         the source went away, both after finalizing the outputs (their ``summary`` is the run's).
     """
     style = Style(opts.mode, opts.alpha, hud=opts.hud, legend=opts.legend)
-    check_smooth(opts.smooth, opts.smooth_alpha)
+    check_smooth(opts.smooth, opts.smooth_alpha, opts.smooth_hold)
     if opts.output:
         check_video_path(Path(opts.output))
     if opts.json:

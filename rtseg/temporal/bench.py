@@ -24,18 +24,20 @@ from rtseg.pipeline import stages
 from rtseg.temporal.smooth import Smoother
 
 
-def clip_runs(backend: Backend, clip: str, settings: Sequence[tuple[str, float]],
+def clip_runs(backend: Backend, clip: str, settings: Sequence[tuple[str, float, float]],
               max_frames: int | None = None, log: Callable[[str], None] = lambda _: None) -> list[dict]:
-    """One row per ``(mode, alpha)``: frames, fps, model_fps, tc, changed, resets."""
+    """One row per ``(mode, alpha, hold)``: frames, fps, model_fps, tc, changed, resets."""
     from rtseg.pipeline.app import RunOptions, run
 
     rows = []
-    for mode, alpha in settings:
-        log(f"clip: smoothing {mode} alpha {alpha}")
+    for mode, alpha, hold in settings:
+        log(f"clip: smoothing {mode} alpha {alpha} hold {hold}")
         with tempfile.TemporaryDirectory(prefix="rtseg-smooth-") as tmp:
             s = run(RunOptions(source=clip, output=str(Path(tmp) / "o.mp4"), max_frames=max_frames, quiet=True,
-                               smooth=mode, smooth_alpha=alpha, flicker=True, flicker_defer=True), backend=backend)
-        rows.append({"mode": mode, "alpha": alpha if mode != "off" else None, "frames": s["frames"],
+                               smooth=mode, smooth_alpha=alpha, smooth_hold=hold, flicker=True, flicker_defer=True),
+                    backend=backend)
+        rows.append({"mode": mode, "alpha": alpha if mode != "off" else None,
+                     "hold": hold if mode != "off" else None, "frames": s["frames"],
                      "fps": s["fps"], "model_fps": s["model_fps"], "tc": s["flicker"]["tc"],
                      "changed": s["flicker"]["changed"], "resets": s["smooth"]["resets"]})
         log(f"  {rows[-1]}")
@@ -53,12 +55,12 @@ def _predict(backend: Backend, image_rgb: np.ndarray, smoother: Smoother | None,
         return stages.to_mask(backend, out if smoother is not None else output, image_rgb.shape[:2])
 
 
-def sequence_miou(backend: Backend, dataset, mode: str, alpha: float) -> dict:
+def sequence_miou(backend: Backend, dataset, mode: str, alpha: float, hold: float = 0.0) -> dict:
     """mIoU (0..1) of ``dataset`` with ``mode`` smoothing: ``sequence`` in order, ``single`` per frame."""
     c = backend.meta.num_classes
     cms = {"sequence": ConfusionMatrix(c, backend.meta.ignore_index),
            "single": ConfusionMatrix(c, backend.meta.ignore_index)}
-    seq = Smoother(mode, alpha, c) if mode != "off" else None
+    seq = Smoother(mode, alpha, c, hold=hold) if mode != "off" else None
     resets = 0
     for i in range(len(dataset)):
         image, mask = dataset.load_raw(i)
@@ -66,20 +68,21 @@ def sequence_miou(backend: Backend, dataset, mode: str, alpha: float) -> dict:
         cms["sequence"].update(torch.from_numpy(_predict(backend, image, seq, i).astype(np.int64)), target)
         if mode == "off":
             continue  # one network pass gives both figures
-        single = Smoother(mode, alpha, c)
+        single = Smoother(mode, alpha, c, hold=hold)
         pred = _predict(backend, image, single, 0, repeat=2)
         cms["single"].update(torch.from_numpy(pred.astype(np.int64)), target)
     if mode == "off":
         cms["single"] = cms["sequence"]
     if seq is not None:
         resets = seq.resets
-    return {"mode": mode, "alpha": alpha if mode != "off" else None, "images": len(dataset),
+    return {"mode": mode, "alpha": alpha if mode != "off" else None, "hold": hold if mode != "off" else None,
+            "images": len(dataset),
             "miou_sequence": cms["sequence"].compute()["miou"], "miou_single": cms["single"].compute()["miou"],
             "resets": resets}
 
 
 def strip(backend: Backend, clip: str, start: int, count: int, modes: Sequence[str], alpha: float,
-          tile_width: int = 240, warmup: int = 10) -> np.ndarray:
+          hold: float = 0.0, tile_width: int = 240, warmup: int = 10) -> np.ndarray:
     """BGR image: for each mode a row of overlays of frames ``start..start+count-1`` and a row of
     the pixels whose class changed since the previous frame (white), tiles ``tile_width`` wide."""
     from rtseg.pipeline.overlay import Renderer, Style
@@ -96,7 +99,7 @@ def strip(backend: Backend, clip: str, start: int, count: int, modes: Sequence[s
     renderer = Renderer(backend.meta.colors, backend.meta.class_names, Style("overlay", 0.5, hud=False, legend=False))
     rows = []
     for mode in modes:
-        smoother = Smoother(mode, alpha, backend.meta.num_classes) if mode != "off" else None
+        smoother = Smoother(mode, alpha, backend.meta.num_classes, hold=hold) if mode != "off" else None
         masks = [_predict(backend, cv2.cvtColor(f, cv2.COLOR_BGR2RGB), smoother, i) for i, f in enumerate(frames)]
         shown = range(len(frames) - count, len(frames))
         h = round(frames[0].shape[0] * tile_width / frames[0].shape[1])

@@ -13,14 +13,15 @@ def temporal_parts(opts, num_classes: int, live: bool) -> tuple[Smoother | None,
     """
     smoother = None
     if opts.smooth != "off":
-        smoother = Smoother(opts.smooth, opts.smooth_alpha, num_classes, live)
+        smoother = Smoother(opts.smooth, opts.smooth_alpha, num_classes, live, hold=opts.smooth_hold)
     on = opts.flicker if opts.flicker is not None else smoother is not None
     return smoother, (FlickerMeter(defer=opts.flicker_defer) if on else None)
 
 
 def temporal_summary(opts, smoother: Smoother | None, meter: FlickerMeter | None) -> dict:
-    """Summary fields: ``smooth`` (mode, alpha, resets) and ``flicker`` (pairs, tc %, changed %)."""
+    """Summary fields: ``smooth`` (mode, alpha, hold, resets) and ``flicker`` (pairs, tc %, changed %)."""
     out: dict = {"smooth": {"mode": opts.smooth, "alpha": opts.smooth_alpha if smoother else None,
+                            "hold": opts.smooth_hold if smoother else None,
                             "resets": smoother.resets if smoother else 0}}
     if meter is not None:
         out["flicker"] = meter.summary()

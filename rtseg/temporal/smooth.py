@@ -39,14 +39,18 @@ DEFAULT_ALPHA = 0.3  # measured: README, "Flicker"
 CUT_DIFF = 30.0        # grey levels (0..255); consecutive frames of a moving car stay under 13
 THUMB_WIDTH = 64       # thumbnail for the cut test: cheap, and blind to noise and small motion
 FLOW_WIDTH = 240       # columns of the grey frames the smoother's flow is computed on
+DEFAULT_HOLD = 0.0     # hysteresis margin (probability); measured: README, "Flicker"
+NO_CLASS = 255         # a carried label where the flow failed: no class is held there
 
 
-def check_smooth(mode: str, alpha: float) -> None:
+def check_smooth(mode: str, alpha: float, hold: float = 0.0) -> None:
     """One-line errors for a mode or weight ``rtseg run`` cannot use."""
     if mode not in SMOOTH_MODES:
         raise RtsegError(f"unknown --smooth '{mode}'; valid: {', '.join(SMOOTH_MODES)}")
     if not 0.0 < alpha <= 1.0:
         raise RtsegError(f"--smooth-alpha must be in (0, 1] (the new frame's weight), got {alpha}")
+    if not 0.0 <= hold < 1.0:
+        raise RtsegError(f"--smooth-hold must be in [0, 1) (a probability margin), got {hold}")
 
 
 class Smoother:
@@ -58,14 +62,17 @@ class Smoother:
         num_classes: needed to one-hot class ids.
         live: reset the state when the frame index skips (dropped frames).
         flow_width: columns of the grey frames flow is computed on.
+        hold: hysteresis margin: where the flow holds, the class shown at that point in the last
+            frame keeps it until another class's averaged probability beats it by this much.
     """
 
     def __init__(self, mode: str, alpha: float = DEFAULT_ALPHA, num_classes: int = 0, live: bool = False,
-                 flow_width: int = FLOW_WIDTH):
-        check_smooth(mode, alpha)
+                 flow_width: int = FLOW_WIDTH, hold: float = DEFAULT_HOLD):
+        check_smooth(mode, alpha, hold)
         if mode == "off":
             raise RtsegError("Smoother needs mode 'ema' or 'flow'")
         self.mode, self.alpha, self.num_classes, self.live = mode, alpha, num_classes, live
+        self.hold = hold
         self.flow_width = flow_width
         self.flow = DisFlow() if mode == "flow" else None
         self.resets = 0          # how often the state was dropped (cuts, gaps, size changes)
@@ -76,6 +83,7 @@ class Smoother:
         self._grey: np.ndarray | None = None    # flow-resolution grey of the last frame
         self._thumb: np.ndarray | None = None
         self._index: int | None = None
+        self._label: np.ndarray | None = None   # (h, w) uint8 classes shown for the last frame (hold)
 
     def _probs(self, output: torch.Tensor) -> np.ndarray:
         """(1, C, h, w) logits or (1, h, w) ids -> (C, h, w) float32 probabilities.
@@ -100,26 +108,44 @@ class Smoother:
             return False
         return float(np.abs(thumb.astype(np.float32) - self._thumb).mean()) <= CUT_DIFF
 
-    def _blend(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _blend(self, p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """avg_t = p + (1 - alpha) * keep * (warp(avg_{t-1}) - p), keep 1 where the flow holds, else 0:
-        the blend and the fallback in one pass over the (C, h, w) stack."""
+        the blend and the fallback in one pass over the (C, h, w) stack. Also returns the last
+        frame's classes carried to this frame (255 where the flow failed) when ``hold`` is on."""
         if self.mode == "ema":
             c = p.shape[0]
             return cv2.addWeighted(p.reshape(c, -1), self.alpha, self._avg.reshape(c, -1), 1.0 - self.alpha,
-                                   0.0).reshape(p.shape)
+                                   0.0).reshape(p.shape), (self._label if self.hold > 0 else None)
         back = self.flow(g, self._grey)                     # t -> t-1 at flow resolution
         bx, by, inside = sample_maps(back)
         ok = inside & forward_backward_ok(back, self.flow(self._grey, g), bx, by)
         h, w = p.shape[1:]
         map_x, map_y, _ = sample_maps(resize_flow(back, (h, w)))
-        keep = cv2.resize(ok.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST) * (1.0 - self.alpha)
+        valid = cv2.resize(ok.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+        keep = valid * (1.0 - self.alpha)
         out = np.empty_like(p)
         for k in range(p.shape[0]):  # remap per plane: the stack stays (C, h, w), no transposes
             cv2.remap(self._avg[k], map_x, map_y, cv2.INTER_LINEAR, dst=out[k], borderMode=cv2.BORDER_REPLICATE)
         out -= p
         out *= keep
         out += p
-        return out
+        if self._label is None or self.hold == 0:
+            return out, None
+        carried = cv2.remap(self._label, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        carried[valid == 0] = NO_CLASS
+        return out, carried
+
+    def _held(self, avg: np.ndarray, carried: np.ndarray | None) -> np.ndarray:
+        """``avg`` with ``hold`` added to each pixel's carried class (a copy; the average itself stays
+        unbiased, so the margin never accumulates). Border pixels whose probabilities hover near a
+        tie are what flickers; the margin keeps them on one side until the evidence moves."""
+        if carried is None:
+            return avg
+        c, h, w = avg.shape
+        held = avg.copy()
+        where = np.flatnonzero(carried.reshape(-1) != NO_CLASS)
+        held.reshape(-1)[carried.reshape(-1)[where].astype(np.intp) * (h * w) + where] += self.hold
+        return held
 
     def update(self, index: int, image_bgr: np.ndarray, output: torch.Tensor) -> torch.Tensor:
         """The smoothed output for frame ``index``, of the same kind as ``output``: log-probabilities
@@ -127,14 +153,21 @@ class Smoother:
         p = self._probs(output)
         g = grey(image_bgr, self.flow_width)
         thumb = grey(g, THUMB_WIDTH)
+        carried = None
         if self._continues(index, g, thumb, p.shape):
-            avg = self._blend(p, g)
+            avg, carried = self._blend(p, g)
         else:
             avg = p
             if self._avg is not None:
                 self.resets += 1
         self._avg, self._grey, self._thumb, self._index = avg, g, thumb.astype(np.float32), index
+        shown = self._held(avg, carried)
+        if self.hold > 0 or output.dim() == 3:
+            # Imported here: rtseg.pipeline imports this module for its postprocess stage.
+            from rtseg.pipeline.upsample import channel_argmax
+
+            self._label = channel_argmax(shown)
         if output.dim() == 3:
-            return torch.from_numpy(avg.argmax(0).astype(np.uint8))[None]
-        c = avg.shape[0]
-        return torch.from_numpy(cv2.log(np.maximum(avg, 1e-30).reshape(c, -1)).reshape(avg.shape))[None]
+            return torch.from_numpy(self._label)[None]
+        c = shown.shape[0]
+        return torch.from_numpy(cv2.log(np.maximum(shown, 1e-30).reshape(c, -1)).reshape(shown.shape))[None]
