@@ -10,7 +10,7 @@ from test_pipeline_run import decode
 from rtseg.cli import main
 from rtseg.pipeline import RunOptions, run
 from rtseg.pipeline.stats import format_summary
-from rtseg.temporal.smooth import DEFAULT_HOLD
+from rtseg.temporal.smooth import DEFAULT_ALPHA, DEFAULT_HOLD
 
 
 def test_smooth_flow_keeps_every_frame_and_reports_flicker(fake_backend, tmp_path):
@@ -21,7 +21,8 @@ def test_smooth_flow_keeps_every_frame_and_reports_flicker(fake_backend, tmp_pat
     result = json.loads(stats.read_text())
     assert [r["name"] for r in result["frames"]] == [f"{i:06d}" for i in range(221)]  # every frame, in order
     saved = result["summary"]
-    assert saved["smooth"] == {"mode": "flow", "alpha": 0.3, "hold": DEFAULT_HOLD, "resets": 0}  # no cut in the clip
+    assert saved["smooth"] == {"mode": "flow", "alpha": DEFAULT_ALPHA, "hold": DEFAULT_HOLD,
+                                "resets": 0}  # no cut in the clip
     assert saved["flicker"]["pairs"] == 220
     assert 0 < saved["flicker"]["tc"] <= 100 and 0 <= saved["flicker"]["changed"] < 100
     assert "flicker: TC" in format_summary(summary)

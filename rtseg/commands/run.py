@@ -67,8 +67,9 @@ def register(sub) -> None:
     tm.add_argument("--smooth", choices=["off", "ema", "flow"], default="off",
                     help="average class probabilities over frames: flow (motion-compensated by optical flow), "
                          "ema (no flow, static cameras); reset on scene cuts and dropped live frames (default off)")
-    tm.add_argument("--smooth-alpha", type=float, default=0.3,
-                    help="the new frame's weight, 0 < a <= 1 (default 0.3; lower: steadier, slower to follow)")
+    tm.add_argument("--smooth-alpha", type=float,
+                    help="the new frame's weight, 0 < a <= 1 (default: the README's Flicker table; lower: "
+                         "steadier, slower to follow)")
     tm.add_argument("--smooth-hold", type=float, metavar="MARGIN",
                     help="hysteresis: a pixel keeps the class it showed until another class's averaged "
                          "probability leads by MARGIN, 0 <= m < 1 (default: the README's Flicker table)")
@@ -80,6 +81,12 @@ def register(sub) -> None:
                         "stage's CPU ms per frame (about 2 s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=run)
+
+
+def _given(**options) -> dict:
+    """The options set on the command line; the rest keep RunOptions' measured defaults (importing
+    them here would load torch for ``--help``)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
             max_frames=args.max_frames, vid_stride=args.vid_stride, reconnect=args.reconnect,
             alpha=args.alpha, mode=args.mode, ignore_class=args.ignore_class, size=args.size,
             hud=not args.no_hud, legend=not args.no_legend, threads=args.threads, quiet=args.quiet,
-            strict=args.strict, smooth=args.smooth, smooth_alpha=args.smooth_alpha,
-            **({} if args.smooth_hold is None else {"smooth_hold": args.smooth_hold}),
+            strict=args.strict, smooth=args.smooth,
+            **_given(smooth_alpha=args.smooth_alpha, smooth_hold=args.smooth_hold),
             flicker=args.flicker or None, costs=not args.no_costs, serve=args.serve,
             snapshot_dir=args.snapshot_dir))
     except PipelineError as e:

@@ -27,7 +27,7 @@ from rtseg.serve.hub import ServeSink
 from rtseg.errors import RtsegError
 from rtseg.progress import Progress, log_silent, log_stderr, notice
 from rtseg.temporal.pipeline import temporal_parts, temporal_summary
-from rtseg.temporal.smooth import DEFAULT_HOLD, check_smooth
+from rtseg.temporal.smooth import DEFAULT_ALPHA, DEFAULT_HOLD, check_smooth
 
 DEFAULT_MODEL = "deeplabv3plus_camvid"
 
@@ -60,7 +60,7 @@ class RunOptions:
     threads: int | None = None
     quiet: bool = False
     smooth: str = "off"             # off | ema | flow (rtseg.temporal.smooth)
-    smooth_alpha: float = 0.3       # the new frame's weight in the running average (README: Flicker)
+    smooth_alpha: float = DEFAULT_ALPHA  # the new frame's weight in the running average (README: Flicker)
     smooth_hold: float = DEFAULT_HOLD  # hysteresis margin on the shown class (README: Flicker)
     flicker: bool | None = None     # TC and changed pixels in the summary; None: on when smoothing
     flicker_defer: bool = False     # compute the flicker figures after the timed run (bounded runs only)

@@ -35,11 +35,11 @@ from rtseg.errors import RtsegError
 from rtseg.temporal.flow import DisFlow, forward_backward_ok, grey, resize_flow, sample_maps
 
 SMOOTH_MODES = ("off", "ema", "flow")
-DEFAULT_ALPHA = 0.3  # measured: README, "Flicker"
+DEFAULT_ALPHA = 0.5    # measured with DEFAULT_HOLD: README, "Flicker"
 CUT_DIFF = 30.0        # grey levels (0..255); consecutive frames of a moving car stay under 13
 THUMB_WIDTH = 64       # thumbnail for the cut test: cheap, and blind to noise and small motion
 FLOW_WIDTH = 240       # columns of the grey frames the smoother's flow is computed on
-DEFAULT_HOLD = 0.0     # hysteresis margin (probability); measured: README, "Flicker"
+DEFAULT_HOLD = 0.15    # hysteresis margin (probability); measured: README, "Flicker"
 NO_CLASS = 255         # a carried label where the flow failed: no class is held there
 
 
@@ -135,17 +135,33 @@ class Smoother:
         carried[valid == 0] = NO_CLASS
         return out, carried
 
-    def _held(self, avg: np.ndarray, carried: np.ndarray | None) -> np.ndarray:
-        """``avg`` with ``hold`` added to each pixel's carried class (a copy; the average itself stays
-        unbiased, so the margin never accumulates). Border pixels whose probabilities hover near a
-        tie are what flickers; the margin keeps them on one side until the evidence moves."""
+    def _held(self, avg: np.ndarray, carried: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores shown, their classes at the model's resolution): ``avg`` with ``hold`` added to the
+        carried class where that class is not already the leader, and the argmax of the result.
+
+        Border pixels whose probabilities hover near a tie are what flickers; the margin keeps them
+        on their last side until the evidence moves. Only pixels that would change class get the
+        margin, so where nothing changes (a static scene) the output is the average's own, and the
+        average itself is never biased, so the margin does not accumulate.
+        """
         if carried is None:
-            return avg
-        c, h, w = avg.shape
-        held = avg.copy()
-        where = np.flatnonzero(carried.reshape(-1) != NO_CLASS)
-        held.reshape(-1)[carried.reshape(-1)[where].astype(np.intp) * (h * w) + where] += self.hold
-        return held
+            return avg, None
+        # Imported here: rtseg.pipeline imports this module for its postprocess stage.
+        from rtseg.pipeline.upsample import channel_argmax
+
+        label = channel_argmax(avg)
+        plane = label.size
+        flat, last = label.reshape(-1), carried.reshape(-1)
+        where = np.flatnonzero((last != NO_CLASS) & (last != flat))
+        if where.size == 0:
+            return avg, label
+        shown = avg.copy()
+        scores = shown.reshape(-1)
+        held = last[where].astype(np.intp) * plane + where
+        scores[held] += self.hold
+        stays = scores[held] > scores[flat[where].astype(np.intp) * plane + where]
+        flat[where[stays]] = last[where[stays]]
+        return shown, label
 
     def update(self, index: int, image_bgr: np.ndarray, output: torch.Tensor) -> torch.Tensor:
         """The smoothed output for frame ``index``, of the same kind as ``output``: log-probabilities
@@ -161,12 +177,12 @@ class Smoother:
             if self._avg is not None:
                 self.resets += 1
         self._avg, self._grey, self._thumb, self._index = avg, g, thumb.astype(np.float32), index
-        shown = self._held(avg, carried)
-        if self.hold > 0 or output.dim() == 3:
-            # Imported here: rtseg.pipeline imports this module for its postprocess stage.
+        shown, label = self._held(avg, carried)
+        if label is None and (self.hold > 0 or output.dim() == 3):
             from rtseg.pipeline.upsample import channel_argmax
 
-            self._label = channel_argmax(shown)
+            label = channel_argmax(shown)
+        self._label = label
         if output.dim() == 3:
             return torch.from_numpy(self._label)[None]
         c = shown.shape[0]
