@@ -20,12 +20,17 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def parse_settings(text: str) -> list[tuple[str, float, float]]:
-    """``off,ema:0.5,flow:0.3:0.1`` -> [("off", 1.0, 0.0), ("ema", 0.5, 0.0), ("flow", 0.3, 0.1)]:
-    mode, alpha (default 1) and hold margin (default 0)."""
+    """``off,flow,flow:0.3:0`` -> [("off", 1.0, 0.0), ("flow", 0.5, 0.15), ("flow", 0.3, 0.0)]: mode,
+    alpha and hold margin, each defaulting to ``rtseg run``'s (``off`` smooths nothing)."""
+    from rtseg.temporal.smooth import DEFAULT_ALPHA, DEFAULT_HOLD
+
     out = []
     for item in text.split(","):
         mode, alpha, hold = (item.split(":") + ["", ""])[:3]
-        out.append((mode, float(alpha) if alpha else 1.0, float(hold) if hold else 0.0))
+        if mode == "off":
+            out.append((mode, 1.0, 0.0))
+        else:
+            out.append((mode, float(alpha) if alpha else DEFAULT_ALPHA, float(hold) if hold else DEFAULT_HOLD))
     return out
 
 
@@ -35,11 +40,10 @@ def main() -> int:
     p.add_argument("--backend", default="auto", help="runtime as for `rtseg run --backend` (default: auto)")
     p.add_argument("--clip", default=str(DATA / "video" / "highway_960x540_25fps.mp4"))
     p.add_argument("--camvid", default=str(DATA / "camvid"), help="CamVid root; 'none' skips mIoU")
-    p.add_argument("--settings", type=parse_settings, default=parse_settings("off,ema:0.5,flow:0.5"),
+    p.add_argument("--settings", type=parse_settings, default="off,ema,flow",
                    help="mode[:alpha[:hold]] list, run in this order each round (repeat 'off' at the end to see drift)")
     p.add_argument("--rounds", type=int, default=2, help="clip runs per setting (FPS: median)")
-    p.add_argument("--strip-alpha", type=float, default=0.3)
-    p.add_argument("--strip-hold", type=float, default=0.0)
+    p.add_argument("--strip", default="flow", help="the smoothing setting of the strip's lower rows")
     p.add_argument("--out", required=True, help="folder for results.json and strip.png")
     args = p.parse_args()
 
@@ -68,7 +72,8 @@ def main() -> int:
     result = {"model": backend.meta.name, "runtime": backend.runtime, "clip": args.clip, "clip_runs": clip,
               "camvid_val": miou}
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    img = strip(backend, args.clip, 120, 4, ["off", "flow"], args.strip_alpha, args.strip_hold)
+    mode, alpha, hold = parse_settings(args.strip)[0]
+    img = strip(backend, args.clip, 120, 4, ["off", mode], alpha, hold)
     cv2.imwrite(str(out / "strip.png"), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
     print(f"{backend.meta.name} ({backend.runtime}), {Path(args.clip).name}, {clip[0]['frames']} frames")
