@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,7 @@ from rtseg.errors import RtsegError
 from rtseg.evaluate import evaluate
 from rtseg.data.stats import class_weights, count_pixels
 from rtseg.losses import DeepSupervisionLoss, build_loss
-from rtseg.progress import Progress
+from rtseg.progress import Progress, log_stderr
 from rtseg.zoo import build_from_preset
 
 
@@ -117,7 +117,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return out
 
 
-def _init_from(model: nn.Module, path: str) -> None:
+def _init_from(model: nn.Module, path: str, log: Callable[[str], None]) -> None:
     """Warm start: copy the tensors of another rtseg weight file whose names and shapes match
     (e.g. a trained backbone into a different head). Reports how much was taken."""
     from rtseg.checkpoint import load_weights
@@ -126,7 +126,7 @@ def _init_from(model: nn.Module, path: str) -> None:
     own = model.state_dict()
     taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(taken, strict=False)
-    print(f"init_from {path}: {len(taken)}/{len(own)} tensors copied")
+    log(f"init_from {path}: {len(taken)}/{len(own)} tensors copied")
 
 
 def _lr_at(cfg: TrainConfig, it: int, total: int, per_epoch: int) -> float:
@@ -184,8 +184,13 @@ def _scoring_sets(cfg: TrainConfig, data_name: str, ignore: int) -> tuple[dict, 
     return sets, ("last" if seen else "val")
 
 
-def fit(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Trains (or resumes) the run described by ``cfg``; returns the best validation result."""
+def fit(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] = log_stderr) -> dict:
+    """Trains (or resumes) the run described by ``cfg``; returns the best validation result.
+
+    Args:
+        progress: draw a progress bar (stderr).
+        log: receives the resume and warm-start notices and one summary line per scored epoch.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.stop_after is not None and cfg.stop_after < 1:
@@ -221,7 +226,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
     # preset). Shipped weights loaded by name still take the preset's own options.
     trained = replace(preset, options={**preset.options, **cfg.train_options})
     if cfg.init_from:
-        _init_from(model, cfg.init_from)
+        _init_from(model, cfg.init_from, log)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=mf)
     criterion = _build_loss(cfg, dcfg.num_classes, ignore, train_set(0))
@@ -243,7 +248,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
         if ema is not None and "ema" in saved:
             ema.load_state_dict(saved["ema"])
         state = {k: saved[k] for k in state}
-        print(f"resuming {cfg.name} from epoch {state['epoch']} (best mIoU {state['best_miou']:.4f})")
+        log(f"resuming {cfg.name} from epoch {state['epoch']} (best mIoU {state['best_miou']:.4f})")
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     per_epoch = math.ceil(len(train_set(0)) / cfg.batch_size)
@@ -316,8 +321,8 @@ def fit(cfg: TrainConfig, progress: bool = True) -> dict:
                         "epoch": epoch + 1, "train_seconds": round(state["elapsed"]), "train_config": asdict(cfg)}
                 save_weights(run_dir / "best.safetensors", eval_model, trained, dcfg, info)
             scores = "  ".join(f"{k} mIoU {record[f'{k}_miou']:.4f}" for k in scoring)
-            print(f"\nepoch {epoch + 1}: loss {record['loss']:.4f}  {scores} "
-                  f"(best {pick} {state['best_miou']:.4f})", flush=True)
+            log(f"\nepoch {epoch + 1}: loss {record['loss']:.4f}  {scores} "
+                f"(best {pick} {state['best_miou']:.4f})")
         state["history"].append(record)
         state["epoch"] = epoch + 1
         save_state(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
