@@ -143,7 +143,7 @@ def _lr_at(cfg: TrainConfig, it: int, total: int, per_epoch: int) -> float:
 def _build_loss(cfg: TrainConfig, num_classes: int, ignore: int, train_ds) -> nn.Module:
     opts = dict(cfg.loss_options)
     if cfg.class_weights:
-        counts, present = count_pixels((train_ds.load_raw(i)[1] for i in range(len(train_ds))),
+        counts, present = count_pixels((train_ds.load_label(i) for i in range(len(train_ds))),
                                        num_classes, ignore)
         opts["weight"] = class_weights(counts, cfg.class_weights, present_pixels=present).tolist()
     loss = build_loss(cfg.loss, ignore_index=ignore, **opts)
