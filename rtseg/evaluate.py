@@ -7,13 +7,14 @@ probabilities at the original resolution.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from rtseg.backends.base import Backend
-from rtseg.metrics import ConfusionMatrix
+from rtseg.backends.base import Backend, ModelMeta
+from rtseg.metrics import ConfusionMatrix, format_table, json_value
 from rtseg.progress import Progress
 from rtseg.tta import TTAOptions, predict_scores
 
@@ -56,48 +57,66 @@ def evaluate(backend: Backend, dataset, size: tuple[int, int] | None = None,
     return cm.compute()
 
 
-def eval_command(model: str, data: str, root: str, split: str, size: tuple[int, int] | None,
-                 scales: Sequence[float], flip: bool, json_path: str | None, limit: int | None,
-                 sequences: Sequence[str] | None = None, exclude_sequences: Sequence[str] | None = None) -> dict:
-    """``rtseg eval``: prints the per-class table and summary, optionally writes JSON."""
-    import json
-    from pathlib import Path
+@dataclass
+class EvalReport:
+    """One scored run of ``rtseg eval``: the figures and everything that produced them."""
 
+    model: str
+    runtime: str
+    meta: ModelMeta
+    data: str
+    root: str
+    split: str
+    sequences: dict[str, int]   # frames per drive of the scored set
+    images: int                 # how many were scored (``limit`` applied)
+    size: tuple[int, int]
+    scales: tuple[float, ...]
+    flip: bool
+    result: dict                # :meth:`ConfusionMatrix.compute` output
+
+    def table(self) -> str:
+        """The per-class table and its means."""
+        return format_table(self.result, self.meta.class_names)
+
+    def summary(self) -> str:
+        """One line: what was scored, by which model, how."""
+        return (f"model {self.meta.name} ({self.runtime}, {self.meta.precision})  data {self.data}:{self.split} "
+                f"[{','.join(self.sequences)}] ({self.images} images)  size {self.size[0]}x{self.size[1]}  "
+                f"scales {','.join(f'{s:g}' for s in self.scales)}  flip {self.flip}")
+
+    def as_json(self) -> dict:
+        """Strict-JSON figures (NaN -> null) with the confusion matrix they came from."""
+        r, names = self.result, self.meta.class_names
+        per_class = lambda key: {n: json_value(v) for n, v in zip(names, r[key])}  # noqa: E731
+        return {"miou": json_value(r["miou"]), "pixel_acc": json_value(r["pixel_acc"]),
+                "mean_acc": json_value(r["mean_acc"]), "fwiou": json_value(r["fwiou"]),
+                "dice": json_value(r["mean_dice"]),
+                "iou": per_class("iou"), "dice_per_class": per_class("dice"), "acc_per_class": per_class("acc"),
+                # Pixel counts, rows = ground truth, columns = prediction, in class_names order.
+                "class_names": list(names), "confusion": r["confusion"],
+                "model": self.model, "runtime": self.runtime, "precision": self.meta.precision,
+                "data": self.data, "root": self.root, "split": self.split, "sequences": self.sequences,
+                "images": self.images, "size": list(self.size), "scales": list(self.scales), "flip": self.flip}
+
+
+def evaluate_model(model: str, data: str, root: str, split: str, size: tuple[int, int] | None = None,
+                   scales: Sequence[float] = (1.0,), flip: bool = False, limit: int | None = None,
+                   sequences: Sequence[str] | None = None, exclude_sequences: Sequence[str] | None = None,
+                   progress: bool = True) -> EvalReport:
+    """Opens ``model`` (a shipped name or a file) and scores it on the labelled ``split`` of ``data``.
+
+    Args:
+        sequences, exclude_sequences: keep only / leave out these drives (file-stem prefixes).
+        Others: as :func:`evaluate`.
+    """
     from rtseg.backends import open_backend
     from rtseg.data import labelled_dataset
-    from rtseg.metrics import format_table, json_value
-    from rtseg.errors import RtsegError
 
     backend = open_backend(model)
     meta = backend.meta
     dataset = labelled_dataset(data, root, split, ignore_index=meta.ignore_index, sequences=sequences,
                                exclude_sequences=exclude_sequences)
-    if json_path:  # fail before the long part if the output cannot be written
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        if not Path(json_path).parent.is_dir():
-            raise RtsegError(f"cannot write {json_path}")
-    result = evaluate(backend, dataset, size, scales, flip, limit)
-    print(format_table(result, meta.class_names))
-    used = size or meta.input_size
-    drives = ",".join(dataset.sequences())
-    print(f"model {meta.name} ({backend.runtime}, {meta.precision})  data {data}:{split} [{drives}] "
-          f"({min(limit or len(dataset), len(dataset))} images)  size {used[0]}x{used[1]}  "
-          f"scales {','.join(f'{s:g}' for s in scales)}  flip {flip}")
-    if json_path:
-        per_class = lambda key: {n: json_value(v) for n, v in zip(meta.class_names, result[key])}  # noqa: E731
-        out = {"miou": json_value(result["miou"]), "pixel_acc": json_value(result["pixel_acc"]),
-               "mean_acc": json_value(result["mean_acc"]), "fwiou": json_value(result["fwiou"]),
-               "dice": json_value(result["mean_dice"]),
-               "iou": per_class("iou"), "dice_per_class": per_class("dice"), "acc_per_class": per_class("acc"),
-               # Pixel counts, rows = ground truth, columns = prediction, in class_names order.
-               "class_names": list(meta.class_names), "confusion": result["confusion"],
-               "model": model, "runtime": backend.runtime, "precision": meta.precision,
-               "data": data, "root": str(root), "split": split, "sequences": dataset.sequences(), "images": min(limit or len(dataset), len(dataset)),
-               "size": list(used), "scales": list(scales), "flip": flip}
-        tmp = Path(json_path).with_suffix(".json.tmp")
-        try:
-            tmp.write_text(json.dumps(out, indent=2))
-            tmp.replace(json_path)
-        except OSError as e:
-            raise RtsegError(f"cannot write {json_path}: {e.strerror}") from None
-    return result
+    result = evaluate(backend, dataset, size, scales, flip, limit, progress)
+    return EvalReport(model, backend.runtime, meta, data, str(root), split, dataset.sequences(),
+                      min(limit or len(dataset), len(dataset)), tuple(size or meta.input_size), tuple(scales),
+                      flip, result)

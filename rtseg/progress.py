@@ -8,7 +8,8 @@ from typing import TextIO
 
 def log_stderr(line: str) -> None:
     """Status line for a human: stderr, so that stdout stays the command's result."""
-    print(line, file=sys.stderr, flush=True)
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def log_silent(_: str) -> None:

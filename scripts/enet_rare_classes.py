@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rtseg.data import build_dataset
+from rtseg.data import labelled_dataset
 from rtseg.data.transforms import Resize
 from rtseg.models.enet import build_enet
 from rtseg.zoo import load_model
@@ -35,7 +35,7 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
 
 def overfit(args) -> None:
     torch.manual_seed(0)
-    ds = build_dataset("camvid", args.root, "train", ignore_index=IGNORE)
+    ds = labelled_dataset("camvid", args.root, "train", ignore_index=IGNORE)
     resize = Resize(176, 240)  # 1/2 scale, a multiple of 8 as ENet needs
     pairs = [resize(*ds.load_raw(i)) for i in range(0, len(ds), 46)][:8]
     x = torch.stack([_tensor(im) for im, _ in pairs])
@@ -63,7 +63,7 @@ def probe(args) -> None:
     net, names = loaded.model.eval(), loaded.dataset.class_names
     feats: list[torch.Tensor] = []
     net.fullconv.register_forward_hook(lambda m, i, o: feats.append(i[0][0].flatten(1)))
-    ds = build_dataset("camvid", args.root, "train", ignore_index=IGNORE)
+    ds = labelled_dataset("camvid", args.root, "train", ignore_index=IGNORE)
     labels, top1, top2 = [], np.zeros(11), np.zeros(11)
     for i in range(0, len(ds), 25):
         image, mask = ds.load_raw(i)

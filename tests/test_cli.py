@@ -64,7 +64,7 @@ def test_valid_model_names_of_an_unknown_model_all_run(capsys, tmp_path):
     assert code == 2 and err.count("\n") == 0 and "unknown model 'nonexistent'" in err
     valid = err.split("Valid: ", 1)[1].split(", ")
     assert valid and set(valid) <= set(list_configs("models"))
-    image = open_source(str(frame)).read(None)[2]
+    image = open_source(str(frame)).read(None).image
     for name in valid:  # every name offered runs as given
         backend = open_backend(name, runtime="torch")
         assert backend.infer(backend.preprocess(image[..., ::-1].copy(), (36, 48))[None]).shape[-2:] == (36, 48)

@@ -36,7 +36,7 @@ class FakeCamera(Source):
             return None
         self.lag.append(max(0.0, -wait))
         self.i += 1
-        return self.i - 1, f"{self.i - 1:06d}", self.image
+        return self.frame(self.i - 1, f"{self.i - 1:06d}", self.image)
 
 
 def test_live_source_keeps_the_newest_frame_and_counts_drops(fake_backend, tmp_path):
@@ -77,10 +77,10 @@ def test_stream_reconnects_after_a_drop(tmp_path):
     source = LiveSource(str(tiny_clip(tmp_path / "s.mkv")), reconnect=1, max_frames=12)
     stop = threading.Event()
     frames = []
-    while (item := source.read(stop)) is not None:
-        frames.append(item)
-    assert [i for i, _, _ in frames] == list(range(12)) and source.reconnects == 2
-    assert [int(img[0, 0, 0]) for _, _, img in frames[:7]] == [0, 40, 80, 120, 160, 0, 40]
+    while (frame := source.read(stop)) is not None:
+        frames.append(frame)
+    assert [f.index for f in frames] == list(range(12)) and source.reconnects == 2
+    assert [int(f.image[0, 0, 0]) for f in frames[:7]] == [0, 40, 80, 120, 160, 0, 40]
 
 
 def test_stream_gives_up_after_n_attempts_with_backoff(tmp_path):

@@ -24,7 +24,7 @@ def score_masks(mask_dir: str | Path, dataset, class_names: list[str], ignore_in
 
     Args:
         mask_dir: folder of single-channel class-id PNGs.
-        dataset: from :func:`rtseg.data.labelled_dataset` (anything with ``files`` pairs and a label ``lut``).
+        dataset: from :func:`rtseg.data.labelled_dataset` (anything with ``files`` pairs and ``load_label(i)``).
         class_names: the model's classes (their count is C).
         ignore_index: label value left unscored.
 
@@ -35,13 +35,13 @@ def score_masks(mask_dir: str | Path, dataset, class_names: list[str], ignore_in
 
     cm = ConfusionMatrix(len(class_names), ignore_index)
     scored = missing = 0
-    for image_path, label_path in dataset.files:
+    for i, (image_path, label_path) in enumerate(dataset.files):
         pred_path = Path(mask_dir) / f"{image_path.stem}.png"
         if not pred_path.is_file():
             missing += 1
             continue
         pred = read_mask(pred_path)
-        label = dataset.lut[read_mask(label_path)]
+        label = dataset.load_label(i)
         if pred.shape != label.shape:
             raise DatasetError(f"mask {pred_path} is {pred.shape[1]}x{pred.shape[0]} but the label "
                                f"{label_path} is {label.shape[1]}x{label.shape[0]}")

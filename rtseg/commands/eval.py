@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from rtseg.commands import floats_arg, names_arg, size_arg
+from rtseg.errors import RtsegError
 
 
 def register(sub) -> None:
@@ -26,8 +29,17 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtseg.evaluate import eval_command
+    from rtseg.evaluate import evaluate_model
+    from rtseg.io import atomic_write_text
 
-    eval_command(args.model, args.data, args.root, args.split, args.size, args.scales, args.flip,
-                 args.json, args.limit, args.sequences, args.exclude_sequences)
+    if args.json:  # fail before the long part if the output cannot be written
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(args.json).parent.is_dir():
+            raise RtsegError(f"cannot write {args.json}")
+    report = evaluate_model(args.model, args.data, args.root, args.split, args.size, args.scales, args.flip,
+                            args.limit, args.sequences, args.exclude_sequences)
+    print(report.table())
+    print(report.summary())
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.as_json(), indent=2))
     return 0

@@ -36,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
     if args.holdout:
         # Its own run folder: resuming a full-data run's last.pt under the protocol would mix the two.
         cfg = replace(cfg, holdout=args.holdout, name=f"{cfg.name}_holdout-{args.holdout}")
-    print(json.dumps(fit(cfg)))
+    # Notices and epoch lines on stdout beside the result, so `rtseg train ... > log` keeps the whole run.
+    print(json.dumps(fit(cfg, log=lambda line: print(line, flush=True))))
     return 0

@@ -162,15 +162,20 @@ class SegDataset(Dataset):
             counts[sequence_of(image)] = counts.get(sequence_of(image), 0) + 1
         return dict(sorted(counts.items()))
 
+    def load_label(self, index: int) -> np.ndarray:
+        """Mapped uint8 (H, W) label of sample ``index``, as training and scoring see it; the image
+        is not decoded."""
+        return self.lut[read_mask(self.files[index][1])]  # vectorized label mapping: one gather per pixel
+
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Untransformed ``(RGB uint8 H x W x 3, mapped uint8 H x W mask)`` of sample ``index``."""
         image_path, mask_path = self.files[index]
         image = read_image_rgb(image_path)
-        mask = read_mask(mask_path)
+        mask = self.load_label(index)
         if image.shape[:2] != mask.shape:
             raise DatasetError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
                                f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}")
-        return image, self.lut[mask]  # vectorized label mapping: one gather per pixel
+        return image, mask
 
     def generator(self) -> np.random.Generator:
         """The augmentation generator of the calling process (re-seeded once per worker)."""

@@ -30,7 +30,7 @@ from rtseg.pipeline import costs, stages
 from rtseg.pipeline.app import RunOptions, run, write_json
 from rtseg.pipeline.overlay import Renderer, Style
 from rtseg.pipeline.sinks import VideoSink
-from rtseg.pipeline.sources import Frame, Source, SourceError, VideoFileSource, open_source
+from rtseg.pipeline.sources import Source, SourceError, VideoFileSource, open_source
 from rtseg.pipeline.stats import Stats, percentiles
 from rtseg.progress import Progress, notice
 
@@ -53,12 +53,13 @@ class ReplaySource(Source):
     def read(self, stop):
         if self.t0 is None:
             self.t0 = time.perf_counter()
-        item = self.inner.read(stop)
-        if item is not None:
-            wait = self.t0 + item[0] / self.fps - time.perf_counter()
+        frame = self.inner.read(stop)
+        if frame is not None:
+            wait = self.t0 + frame.index / self.fps - time.perf_counter()
             if wait > 0 and stop.wait(wait):
                 return None
-        return item
+            frame.t_capture = time.perf_counter()  # a camera's frame is captured when it exists
+        return frame
 
     def close(self):
         self.inner.close()
@@ -72,9 +73,8 @@ def _naive(backend, source_path: str, frames: int, size, out: Path, quiet: bool)
     stats.start()
     with Progress(source.total, "naive loop", "frame", enabled=not quiet) as bar:
         try:
-            while (item := source.read(None)) is not None:
-                t0 = time.perf_counter()
-                frame = Frame(item[0], item[1], item[2], t_capture=t0)
+            while (frame := source.read(None)) is not None:
+                t0 = frame.t_capture
                 logits = stages.infer(backend, stages.preprocess(backend, frame.image, size))
                 with torch.inference_mode():
                     frame.mask = stages.to_mask(backend, logits, frame.image.shape[:2])
@@ -146,7 +146,7 @@ def pipeline_benchmark(model: str | None = None, source: str = DEFAULT_CLIP, fra
     if probe.live:
         probe.close()
         raise SourceError(f"bench --pipeline needs a video file, not a live source ({source})")
-    first = probe.read(None)[2]
+    first = probe.read(None).image
     total = probe.total
     probe.close()
     saved_threads = torch.get_num_threads()

@@ -163,16 +163,15 @@ class Pipeline:
             while not self.stop.is_set():
                 t0 = time.perf_counter()
                 try:
-                    item = self.source.read(self.stop)
+                    frame = self.source.read(self.stop)
                 except StreamLost as e:
                     # Not a failure of the run: what was captured is finished and kept.
                     self.lost = str(e)
                     self.stop.set()
                     break
-                if item is None:
+                if frame is None:
                     break
-                t1 = time.perf_counter()
-                frame = Frame(item[0], item[1], item[2], t_capture=t1, times={"capture": (t1 - t0) * 1000})
+                frame.times["capture"] = (frame.t_capture - t0) * 1000
                 if self.source.live:
                     self._put_newest(out, frame, "capture")
                 elif not self._put(out, frame):

@@ -1,8 +1,9 @@
 """Where frames come from: video files, image files and folders, webcams and network streams.
 
-Every source yields BGR uint8 frames (OpenCV's order; the preprocess stage converts to RGB once)
-with a stable name: the file stem for images, the zero-padded source frame index for videos, so
-that ``--save-masks`` files line up with the input.
+Every source returns :class:`Frame`s: a BGR uint8 image (OpenCV's order; the preprocess stage
+converts to RGB once), its capture time, its index in the source and a stable name: the file stem
+for images, the zero-padded source frame index for videos, so that ``--save-masks`` files line up
+with the input.
 
 Files are *not live*: the pipeline must process every frame, so the capture thread blocks when the
 queues are full. Webcams and streams are *live*: frames arrive at the sensor's pace whether we keep
@@ -93,7 +94,7 @@ class Frame:
 
 
 class Source:
-    """Base class. ``read(stop)`` returns ``(index, name, bgr)``, or ``None`` at the end of the input.
+    """Base class. ``read(stop)`` returns the next :class:`Frame`, or ``None`` at the end of the input.
 
     Attributes:
         live: frames arrive in real time (keep the newest, count drops) rather than from a file.
@@ -118,8 +119,13 @@ class Source:
         self.skipped += count
         self.warn(f"warning: skipped {message}")
 
-    def read(self, stop: threading.Event) -> tuple[int, str, np.ndarray] | None:
+    def read(self, stop: threading.Event | None) -> Frame | None:
         raise NotImplementedError
+
+    @staticmethod
+    def frame(index: int, name: str, image: np.ndarray) -> Frame:
+        """A frame read just now: its capture time is this moment."""
+        return Frame(index, name, image, time.perf_counter())
 
     def close(self) -> None:
         pass
@@ -178,7 +184,7 @@ class VideoFileSource(Source):
         index = self._index
         self._index += 1
         self._returned += 1
-        return index, f"{index:06d}", image
+        return self.frame(index, f"{index:06d}", image)
 
     def _recover(self, retrieve: bool = False):
         """After a failed read: skips a run of undecodable frames, or reports the end of the video
@@ -233,7 +239,7 @@ class ImageSource(Source):
             self._i += 1
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is not None:
-                return self._i - 1, path.stem, image
+                return self.frame(self._i - 1, path.stem, image)
             self.bad_frame(f"cannot decode image (corrupt or unsupported format): {path}")
         return None
 
@@ -305,7 +311,7 @@ class LiveSource(Source):
                 self.reconnects += 1
                 ok, image = self.cap.read()
         self._index += 1
-        return self._index - 1, f"{self._index - 1:06d}", image
+        return self.frame(self._index - 1, f"{self._index - 1:06d}", image)
 
     def close(self):
         self.cap.release()
