@@ -26,7 +26,7 @@ def test_auto_follows_the_preset_and_what_is_installed(monkeypatch):
     assert choose_runtime("enet_camvid", "cpu") == "torch"
     assert choose_runtime("enet_camvid", "cpu", "auto", "int8") == "openvino"
     monkeypatch.undo()
-    monkeypatch.setattr(select, "_installed", lambda runtime: False)
+    monkeypatch.setattr(select, "installed", lambda runtime: False)
     assert choose_runtime("deeplabv3plus_camvid", "cpu") == "torch"
 
 

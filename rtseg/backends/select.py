@@ -10,26 +10,15 @@ bilinearly and OpenVINO runs it faster, but a preset may still say torch). Expor
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Callable
 
-from rtseg.backends import RUNTIMES, SUFFIXES, open_backend
+from rtseg.backends import open_backend
 from rtseg.backends.base import Backend
 from rtseg.errors import RtsegError
 from rtseg.export.gate import DEFAULT_BUDGET
 from rtseg.progress import log_stderr
-
-BACKENDS = ("auto", *RUNTIMES)
-# runtime -> rtseg export --format
-_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
-# An export to this runtime needs these packages (the ONNX step included).
-_NEEDS = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "onnxruntime", "openvino"),
-          "tensorrt": ("onnx", "tensorrt")}
-
-
-def _installed(runtime: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in _NEEDS.get(runtime, ()))
+from rtseg.runtimes import BACKEND_CHOICES, FORMAT_OF, SUFFIXES, installed
 
 
 def _preset_runtime(spec: str) -> str:
@@ -51,8 +40,8 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
     Raises:
         RtsegError: unknown backend, or an exported file asked to run in another runtime.
     """
-    if backend not in BACKENDS:
-        raise RtsegError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend not in BACKEND_CHOICES:
+        raise RtsegError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got '{backend}'")
     own = SUFFIXES.get(Path(spec).suffix.lower())
     if own and own != "torch":  # an exported artifact
         if backend in ("auto", own) or (backend == "openvino" and own == "onnxruntime"):
@@ -64,11 +53,11 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
     if device and device.startswith("cuda"):
         return "torch"  # TensorRT builds take minutes: only on request (--backend tensorrt)
     runtime = _preset_runtime(spec)
-    if runtime != "torch" and _installed(runtime):
+    if runtime != "torch" and installed(runtime):
         return runtime
     if precision == "int8":  # asked for INT8: torch has none, take any CPU runtime that has
-        for other in ("openvino", "onnxruntime"):
-            if _installed(other):
+        for other in DEFAULT_INT8_RUNTIMES:
+            if installed(other):
                 return other
     return "torch"
 
@@ -90,7 +79,7 @@ def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir:
     from rtseg.assets import CALIB_DIR
     from rtseg.export.api import ExportRequest, export
 
-    req = ExportRequest(model=spec, format=_FORMAT[runtime], precision="int8", size=size,
+    req = ExportRequest(model=spec, format=FORMAT_OF[runtime], precision="int8", size=size,
                         calib=calib or str(CALIB_DIR), calib_frames=DEFAULT_CALIB_FRAMES,
                         gate_frames=DEFAULT_GATE_FRAMES, max_drop=DEFAULT_MAX_DROP, out_dir=engines_dir)
     try:
@@ -137,7 +126,7 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
                             **({"precision": precision} if precision != "fp32" else {}))
     from rtseg.export.api import ExportRequest, export
 
-    req = ExportRequest(model=spec, format=_FORMAT[runtime], precision=precision, size=size,
+    req = ExportRequest(model=spec, format=FORMAT_OF[runtime], precision=precision, size=size,
                         calib=calib, out_dir=engines_dir)
     try:
         result = export(req, log=log)

@@ -6,8 +6,9 @@ import torch
 
 from rtseg.backends.base import Backend, ModelMeta
 from rtseg.errors import RtsegError
+from rtseg.runtimes import RUNTIMES
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = RUNTIMES["torch"].precisions
 
 
 def resolve_device(device: str) -> torch.device:

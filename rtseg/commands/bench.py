@@ -15,6 +15,7 @@ import argparse
 
 from rtseg.commands import engines_arg, size_arg
 from rtseg.progress import log_silent, log_stderr
+from rtseg.runtimes import BACKEND_CHOICES, PRECISIONS, RUNTIMES
 
 DEFAULT_ROOT = "../shared/data/camvid"  # where a checkout of this project finds CamVid
 
@@ -35,10 +36,10 @@ def register(sub) -> None:
                         "the runtime and precision `rtseg run` uses by default)")
     s = p.add_argument_group("sweep")
     s.add_argument("--models", type=_names, help="comma-separated names or files (default: the shipped live models)")
-    s.add_argument("--backends", type=_names, default=["torch", "onnxruntime", "openvino", "tensorrt"],
-                   help="comma-separated: torch, onnxruntime, openvino, tensorrt (default: all; missing ones "
+    s.add_argument("--backends", type=_names, default=list(RUNTIMES),
+                   help=f"comma-separated: {', '.join(RUNTIMES)} (default: all; missing ones "
                         "are reported, not fatal)")
-    s.add_argument("--precisions", type=_names, default=["fp32", "int8"], help="fp32, fp16, int8 (default fp32,int8)")
+    s.add_argument("--precisions", type=_names, default=["fp32", "int8"], help=f"{', '.join(PRECISIONS)} (default fp32,int8)")
     s.add_argument("--sizes", type=_sizes, default=None, help="comma-separated HxW (default: each model's input size)")
     s.add_argument("--data", default="camvid", help="labelled dataset for mIoU: camvid, cityscapes, folder")
     s.add_argument("--root", help=f"its root (default {DEFAULT_ROOT} if present; 'none' skips mIoU)")
@@ -54,9 +55,9 @@ def register(sub) -> None:
     s.add_argument("--out", help="write results.csv, results.json and pareto.png (needs the 'plot' extra) here")
     o = p.add_argument_group("--pipeline")
     o.add_argument("--model", help="shipped name or model file (default: deeplabv3plus_camvid)")
-    o.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+    o.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                    help="runtime, as rtseg run chooses it (default auto: what `rtseg run` uses)")
-    o.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    o.add_argument("--precision", choices=PRECISIONS,
                    help="as rtseg run (default: int8 on OpenVINO / ONNX Runtime when its gate passes, "
                         "calibrated on the shipped frames or on --calib)")
     o.add_argument("--source", default=None,

@@ -22,9 +22,7 @@ from rtseg.export.cache import (CacheKey, artifact_path, code_digest, engines_di
 from rtseg.io import file_lock
 from rtseg.export.gate import DEFAULT_BUDGET, GateRefused, GateResult, run_gate
 from rtseg.progress import log_silent
-
-FORMATS = {"onnx": ".onnx", "openvino": ".xml", "engine": ".engine"}
-PRECISIONS = ("fp32", "fp16", "int8")
+from rtseg.runtimes import FORMATS, PRECISIONS
 
 
 @dataclass
@@ -164,7 +162,7 @@ class Exporter:
         key = CacheKey("onnx", self.weights_digest(), precision, self._shape(), runtime=self.toolchain(),
                        flags=self._flags(argmax))
         self._onnx_keys[(argmax, half)] = key
-        path = artifact_path(self.out_dir, safe_stem(self._load()[1].name), key, self.size, ".onnx")
+        path = artifact_path(self.out_dir, safe_stem(self._load()[1].name), key, self.size, FORMATS["onnx"])
         if self._cached(path, key):
             return path
         self.log(f"exporting {self.req.model} to ONNX ({precision}, {self.size[0]}x{self.size[1]}"
@@ -184,8 +182,9 @@ class Exporter:
         fp32_path = self.onnx(argmax=False)
         src_key = self._onnx_keys[(False, False)]
         frames = self.frames()
-        kind, suffix, runtime = {"onnx": ("onnx-int8", ".onnx", ""), "onnx-trt": ("onnx-int8-trt", ".onnx", ""),
-                                 "openvino": ("openvino-int8", ".xml", self._ov_version())}[fmt]
+        kind, suffix, runtime = {"onnx": ("onnx-int8", FORMATS["onnx"], ""),
+                                 "onnx-trt": ("onnx-int8-trt", FORMATS["onnx"], ""),
+                                 "openvino": ("openvino-int8", FORMATS["openvino"], self._ov_version())}[fmt]
         key = CacheKey(kind, src_key.digest(), "int8", self._shape(), calib=frames.digest,
                        runtime=f"{self.toolchain()}{runtime}", flags=self._flags(self.req.argmax))
         path = artifact_path(self.out_dir, safe_stem(self._meta.name), key, self.size, suffix)
@@ -287,7 +286,7 @@ class Exporter:
         src_key = self._onnx_keys[(self.req.argmax, False)]
         key = CacheKey("openvino", src_key.digest(), self.req.precision, self._shape(),
                        runtime=self.toolchain() + self._ov_version(), flags=self._flags(self.req.argmax))
-        path = artifact_path(self.out_dir, safe_stem(self._meta.name), key, self.size, ".xml")
+        path = artifact_path(self.out_dir, safe_stem(self._meta.name), key, self.size, FORMATS["openvino"])
         if self._cached(path, key):
             return path
         meta = read_meta(src)
@@ -314,7 +313,7 @@ class Exporter:
                        calib=self.frames().digest if p == "int8" else "", runtime=f"tensorrt {env['tensorrt']}",
                        device=env["gpu"], capability=env["capability"],
                        flags=self._flags(self.req.argmax) + ("hardware_compat=none", "version_compat=false"))
-        path = artifact_path(self.out_dir, safe_stem(self._load()[1].name), key, self.size, ".engine")
+        path = artifact_path(self.out_dir, safe_stem(self._load()[1].name), key, self.size, FORMATS["engine"])
         if path.is_file():
             header, _ = read_engine_header(path)
             self.hit = header.get("cache_key") == key.digest()

@@ -24,8 +24,7 @@ import numpy as np
 
 from rtseg.errors import RtsegError
 from rtseg.progress import log_stderr
-
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
+from rtseg.runtimes import FORMAT_OF
 DEFAULT_RUNS = "torch:fp32,onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:int8"
 
 

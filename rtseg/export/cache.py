@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from rtseg.runtimes import CACHE_FOLDER
+
 CHUNK = 1 << 20
 RTSEG_DIR = Path(__file__).resolve().parents[1]
 CACHE_ENV = "RTSEG_CACHE"
@@ -41,7 +43,7 @@ def engines_dir(override: str | Path | None = None) -> Path:
         base = home / "Library" / "Caches"
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return base / "rtseg" / "engines"
+    return base / "rtseg" / CACHE_FOLDER
 
 
 def sha256_file(path: str | Path) -> str:

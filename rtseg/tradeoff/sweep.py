@@ -24,7 +24,6 @@ never stops the sweep:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,12 +34,7 @@ import torch
 
 from rtseg.data import labelled_dataset
 from rtseg.errors import RtsegError
-
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
-PACKAGE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
-EXTRA_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+from rtseg.runtimes import FORMAT_OF, PRECISIONS, RUNTIMES, missing_package
 
 OK, FAILED_VALIDATION, EXPORT_FAILED, NO_RUNTIME, NOT_APPLICABLE = (
     "ok", "failed validation", "export failed", "runtime not available", "not applicable")
@@ -63,7 +57,7 @@ class SweepOptions:
     """What to measure and on what; see ``rtseg bench --help``."""
 
     models: Sequence[str]
-    backends: Sequence[str] = ("torch", "onnxruntime", "openvino", "tensorrt")
+    backends: Sequence[str] = tuple(RUNTIMES)
     precisions: Sequence[str] = ("fp32", "int8")
     sizes: Sequence[tuple[int, int]] = ((360, 480),)
     data: str = "camvid"
@@ -84,8 +78,8 @@ class SweepOptions:
 def plan(opts: SweepOptions) -> list[Combo]:
     """Every combination, in the order it is measured (model, size, backend, precision)."""
     for b in opts.backends:
-        if b not in BACKENDS:
-            raise RtsegError(f"unknown backend '{b}'; valid: {', '.join(BACKENDS)}")
+        if b not in RUNTIMES:
+            raise RtsegError(f"unknown backend '{b}'; valid: {', '.join(RUNTIMES)}")
     for p in opts.precisions:
         if p not in PRECISIONS:
             raise RtsegError(f"unknown precision '{p}'; valid: {', '.join(PRECISIONS)}")
@@ -105,8 +99,9 @@ def unavailable(backend: str, precision: str, device: str) -> tuple[str, str] | 
         if device.startswith("cuda") and not torch.cuda.is_available():
             return NO_RUNTIME, "no CUDA device for torch"
         return None
-    if importlib.util.find_spec(PACKAGE_OF[backend]) is None:
-        return NO_RUNTIME, f"{PACKAGE_OF[backend]} is not installed (pip install 'rtseg[{EXTRA_OF[backend]}]')"
+    missing = missing_package(backend)
+    if missing:
+        return NO_RUNTIME, f"{missing} is not installed (pip install 'rtseg[{RUNTIMES[backend].extra}]')"
     if backend == "tensorrt":
         from rtseg.backends.tensorrt_backend import trt_environment
 
