@@ -6,6 +6,7 @@ Examples:
     rtseg bench --models enet_camvid,deeplabv3plus_camvid --backends onnxruntime,openvino \\
         --precisions fp32,int8 --sizes 360x480,720x960 --out bench/
     rtseg bench --device cuda --backends torch,tensorrt --precisions fp32,fp16,int8 --out bench-gpu/
+    rtseg bench --models deeplabv3plus_camvid --backends onnxruntime,openvino --precisions int8 --argmax
     rtseg bench --pipeline                        # what `rtseg run` does vs the model alone, sample clip
     rtseg bench --pipeline --model deeplabv3plus_camvid --source clip.mp4 --frames 100 --json b.json
 """
@@ -51,6 +52,9 @@ def register(sub) -> None:
                                    "--pipeline default: the frames that ship with rtseg)")
     s.add_argument("--calib-frames", type=int, default=32)
     s.add_argument("--repeats", type=int, default=30, help="timed model-only runs (default 30, after 5 warm-up)")
+    s.add_argument("--argmax", action="store_true",
+                   help="also measure each exported combination with argmax inside its graph (class ids out), "
+                        "beside the one that outputs logits: does moving the argmax into the runtime pay?")
     engines_arg(s)
     s.add_argument("--out", help="write results.csv, results.json and pareto.png (needs the 'plot' extra) here")
     o = p.add_argument_group("--pipeline")
@@ -87,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     opts = default_options(models=args.models, backends=args.backends, precisions=args.precisions,
                            sizes=args.sizes, data=args.data, root=args.root, split=args.split, limit=args.limit,
                            video=args.video, video_frames=args.video_frames, calib=args.calib,
-                           calib_frames=args.calib_frames, repeats=args.repeats, device=args.device or "cpu",
+                           calib_frames=args.calib_frames, repeats=args.repeats, argmax=args.argmax,
+                           device=args.device or "cpu",
                            engines_dir=args.engines, default_root=DEFAULT_ROOT, log=log_stderr)
     rows = mark_pareto(sweep(opts, log=log_stderr if not args.quiet else log_silent, progress=not args.quiet))
     print(format_table(rows))
