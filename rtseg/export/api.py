@@ -67,7 +67,8 @@ def check_request(req: ExportRequest) -> None:
 
 
 class Exporter:
-    """One export request: loads the model once and builds what the request needs, reusing the cache."""
+    """One export request: builds what the request needs, reusing the cache; the torch model is
+    loaded (once) only when something has to be built from it."""
 
     def __init__(self, req: ExportRequest, log: Callable[[str], None] = log_silent,
                  show: Callable[[str], None] = log_silent, progress: bool = False):
