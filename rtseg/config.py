@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from rtseg.errors import RtsegError
+from rtseg.runtimes import CPU_RUNTIMES
 
 T = TypeVar("T")
 
@@ -142,8 +143,9 @@ class ModelPreset:
     cpu_runtime: str = "torch"
 
     def __post_init__(self):
-        if self.cpu_runtime not in ("torch", "onnxruntime", "openvino"):
-            raise ValueError(f"cpu_runtime must be torch, onnxruntime or openvino, got '{self.cpu_runtime}'")
+        if self.cpu_runtime not in CPU_RUNTIMES:
+            raise ValueError(f"cpu_runtime must be {', '.join(CPU_RUNTIMES[:-1])} or {CPU_RUNTIMES[-1]}, "
+                             f"got '{self.cpu_runtime}'")
         if len(self.input_size) != 2 or min(self.input_size) < 8:
             raise ValueError(f"input_size must be [H, W] >= 8, got {self.input_size}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

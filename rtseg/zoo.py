@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from rtseg.checkpoint import CheckpointError, load_weights
+from rtseg.checkpoint import CheckpointError, load_weights, read_header
 from rtseg.config import DatasetConfig, ModelPreset, list_configs, load_preset
 from rtseg.models import build, check_name
 from rtseg.weights import is_shipped, weight_path
@@ -84,6 +84,23 @@ def check_runnable(spec: str) -> None:
     check_name(spec, runnable, "model")
 
 
+def model_header(spec: str) -> tuple[ModelPreset, DatasetConfig, Path]:
+    """The preset, dataset and weight file of ``spec`` (as :func:`load_model` resolves it), read
+    from headers only: what an export-cache lookup needs, without loading a tensor.
+
+    Raises:
+        RtsegError subclasses: as :func:`load_model`, except weights that do not fit their preset.
+    """
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.is_file():
+        preset, dataset, _ = read_header(path)
+        return preset, dataset, path
+    check_runnable(spec)
+    preset = load_preset(spec)
+    path = weight_path(preset.weights)
+    return preset, read_header(path)[1], path
+
+
 def load_model(spec: str) -> LoadedModel:
     """Loads ``spec``: a shipped preset name (``deeplabv3plus_camvid``) or a ``.safetensors`` file.
 
@@ -91,13 +108,8 @@ def load_model(spec: str) -> LoadedModel:
         RtsegError subclasses: unknown name (with the valid ones), preset without shipped
             weights, unreadable or foreign weight file.
     """
-    path = Path(spec)
-    if path.suffix == ".safetensors" or path.is_file():
-        state, preset, dataset, info = load_weights(path)
-    else:
-        check_runnable(spec)
-        preset = load_preset(spec)
-        state, preset_saved, dataset, info = load_weights(weight_path(preset.weights))
+    preset, dataset, path = model_header(spec)
+    state, _, _, info = load_weights(path)
     # Trained weights replace the backbone's ImageNet weights, so do not require that package.
     model = build_from_preset(preset, dataset.num_classes, pretrained=False)
     try:

@@ -20,7 +20,7 @@ import threading
 import time
 
 from rtseg.assets import SAMPLE_CLIP
-from rtseg.backends.select import open_for_run
+from rtseg.resolve import open_for_run
 from rtseg.pipeline.app import DEFAULT_MODEL, RunOptions, run
 from rtseg.progress import log_silent
 

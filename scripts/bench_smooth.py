@@ -47,14 +47,14 @@ def main() -> int:
     p.add_argument("--out", required=True, help="folder for results.json and strip.png")
     args = p.parse_args()
 
-    from rtseg.backends.select import open_for_run
     from rtseg.data import labelled_dataset
+    from rtseg.resolve import open_for_run
     from rtseg.progress import log_stderr
     from rtseg.temporal.bench import clip_runs, sequence_miou, strip
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    backend = open_for_run(args.model, None, args.backend, None, None, None, "engines", log=log_stderr)
+    backend = open_for_run(args.model, None, args.backend, log=log_stderr)
     rounds = [clip_runs(backend, args.clip, args.settings, log=log_stderr) for _ in range(args.rounds)]
     clip = []
     for i, row in enumerate(rounds[0]):

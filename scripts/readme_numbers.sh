@@ -34,9 +34,9 @@ rtseg bench --models deeplabv3plus_hires_camvid --backends torch,onnxruntime,ope
 
 # 4. Does argmax inside the exported graph pay? Default model, INT8, with and without (model-only,
 #    200 timed frames each; the logits rows include the host-side argmax).
-python -m rtseg.export.bench_backends --model deeplabv3plus_camvid --size 360x480 \
-  --runs onnxruntime:int8,onnxruntime:int8:argmax,openvino:int8,openvino:int8:argmax \
-  --calib "$DATA/camvid/train" --val-root "$DATA/camvid" --repeats 200 --json "$OUT/argmax.json"
+rtseg bench --models deeplabv3plus_camvid --sizes 360x480 --backends onnxruntime,openvino --precisions int8 \
+  --argmax --calib "$DATA/camvid/train" --calib-frames 64 --root "$DATA/camvid" --video none --repeats 200 \
+  --out "$OUT/argmax" --quiet
 
 # 5. The live INT8 path a user runs: calibrate on the clip itself, every frame, H.264 output
 #    (with its own export cache, so that the export is built fresh and timed).

@@ -118,7 +118,7 @@ def main() -> int:
 
     import torch
 
-    from rtseg.backends.select import open_for_run
+    from rtseg.resolve import open_for_run
     from rtseg.pipeline import DEFAULT_MODEL, Pipeline, Renderer, Style
     from rtseg.pipeline.sinks import VideoSink
     from rtseg.pipeline.sources import open_source

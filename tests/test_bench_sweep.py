@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from rtseg.cli import main
 from rtseg.errors import RtsegError
@@ -112,6 +113,31 @@ def test_tiny_sweep_writes_table_csv_json_and_plot(tiny_enet, tmp_path, capsys):
     png = (out / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert np.isfinite([r["fps"] for r in rows if r.get("fps")]).all()
+
+
+def test_argmax_rows_beside_logits_rows_with_latency_and_miou(tiny_enet, tmp_path):
+    """``argmax=True`` adds, for each exported combination, the artifact with argmax in its graph;
+    every row is timed on ``predict_ids`` and scored; a runtime missing here is a row, not a stop."""
+    pytest.importorskip("onnxruntime")
+    from rtseg.tradeoff import format_table, sweep
+
+    data = camvid_subset(tmp_path / "data", n_train=0, n_val=1)
+    opts = SweepOptions(models=[str(tiny_enet)], backends=["torch", "onnxruntime", "tensorrt"], precisions=["fp32"],
+                        sizes=[(64, 96)], data="folder", root=str(data), limit=1, warmup=1, repeats=3,
+                        argmax=True, engines_dir=str(tmp_path / "eng"))
+    assert [(c.backend, c.argmax) for c in plan(opts)] == [
+        ("torch", False), ("onnxruntime", False), ("onnxruntime", True), ("tensorrt", False), ("tensorrt", True)]
+    rows = sweep(opts, progress=False)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert [(r["backend"], r["argmax"]) for r in ok] == [("torch", False), ("onnxruntime", False), ("onnxruntime", True)]
+    for r in ok:
+        assert r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and 0 <= r["miou"] <= 1 and r["eval_images"] == 1
+    assert ok[2]["artifact"].endswith(".onnx") and "argmax" in ok[2]["artifact"]
+    table = format_table(rows)
+    assert "| onnxruntime | fp32 |" in table and "| onnxruntime +argmax | fp32 |" in table
+    if not torch.cuda.is_available():
+        assert all(r["status"] == NO_RUNTIME and "tensorrt" in r["reason"].lower()
+                   for r in rows if r["backend"] == "tensorrt")
 
 
 def test_bad_model_name_is_one_line_error(capsys):

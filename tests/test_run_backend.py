@@ -1,13 +1,15 @@
 """`rtseg run --backend/--precision`: which runtime a model runs in, and exporting to it on first use."""
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import CLIP
 
-from rtseg.backends import open_backend, select
-from rtseg.backends.select import choose_runtime
+from rtseg import resolve
+from rtseg.backends import open_backend
+from rtseg.resolve import choose_runtime
 from rtseg.cli import main
 from rtseg.errors import RtsegError
 from rtseg.pipeline import RunOptions, run
@@ -22,11 +24,11 @@ def test_auto_follows_the_preset_and_what_is_installed(monkeypatch):
     assert choose_runtime("deeplabv3plus_camvid", "cuda") == "torch"
     assert choose_runtime("enet_camvid", "cpu", "onnxruntime") == "onnxruntime"
     # INT8 asked of a torch-preferring model: the first installed CPU runtime that has INT8.
-    monkeypatch.setattr(select, "_preset_runtime", lambda spec: "torch")
+    monkeypatch.setattr(resolve, "_preset_runtime", lambda spec: "torch")
     assert choose_runtime("enet_camvid", "cpu") == "torch"
     assert choose_runtime("enet_camvid", "cpu", "auto", "int8") == "openvino"
     monkeypatch.undo()
-    monkeypatch.setattr(select, "_installed", lambda runtime: False)
+    monkeypatch.setattr(resolve, "installed", lambda runtime: False)
     assert choose_runtime("deeplabv3plus_camvid", "cpu") == "torch"
 
 
@@ -40,7 +42,7 @@ def test_exported_files_keep_their_runtime(tmp_path):
         choose_runtime("enet_camvid", "cpu", "tflite")
 
 
-def test_openvino_backend_exports_once_and_matches_torch(tiny_enet, tmp_path, one_torch_thread):
+def test_openvino_backend_exports_once_and_matches_torch(tiny_enet, tmp_path, one_torch_thread, monkeypatch):
     engines = tmp_path / "engines"
     opts = RunOptions(source=str(CLIP), model=str(tiny_enet), backend="openvino", precision="fp32", size=SIZE, max_frames=3,
                       save_masks=str(tmp_path / "m"), engines_dir=str(engines), quiet=True)
@@ -63,32 +65,53 @@ def test_openvino_backend_exports_once_and_matches_torch(tiny_enet, tmp_path, on
     run(opts)
     assert {f: os.path.getmtime(engines / f) for f in sorted(os.listdir(engines))} == mtimes
 
+    # A cache hit reads the weight file's header only: loading or hashing its tensors fails here.
+    _forbid_reading_weights(monkeypatch, tiny_enet)
+    assert run(opts)["runtime"] == "openvino"
+    monkeypatch.undo()
+
     # The exported file runs in the precision it was exported in; asking it for another one is an
     # error rather than a silent FP32 run labelled INT8 by the user.
     xml = str(engines / next(f for f in built if f.endswith(".xml")))
-    assert select.open_for_run(xml, "cpu").meta.precision == "fp32"  # no INT8 default for a file
+    assert resolve.open_for_run(xml, "cpu").meta.precision == "fp32"  # no INT8 default for a file
     with pytest.raises(RtsegError, match=r"was exported as fp32; --precision int8 cannot change that"):
-        select.open_for_run(xml, "cpu", precision="int8")
+        resolve.open_for_run(xml, "cpu", precision="int8")
     assert main(["run", "--source", str(CLIP), "--model", xml, "--precision", "int8", "--quiet"]) == 2
+
+
+def _forbid_reading_weights(monkeypatch, weights):
+    """Makes every way of reading ``weights``' tensors, or hashing its bytes, raise."""
+    import safetensors.torch
+
+    import rtseg.export.cache as cache
+
+    def refuse(*a, **k):
+        raise AssertionError("torch weights were read on a cache hit")
+
+    hash_file = cache.sha256_file
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    monkeypatch.setattr("rtseg.zoo.load_model", refuse)
+    monkeypatch.setattr("rtseg.zoo.load_weights", refuse)
+    monkeypatch.setattr("rtseg.checkpoint.load_weights", refuse)
+    monkeypatch.setattr(cache, "sha256_file",
+                        lambda p: refuse() if Path(p).resolve() == Path(weights).resolve() else hash_file(p))
 
 
 def test_auto_falls_back_to_torch_when_the_export_fails(tiny_enet, tmp_path, monkeypatch):
     """The default command must work wherever torch does; an explicit request must not be ignored."""
-    import rtseg.export.api as api
-
     def broken(*a, **k):
         raise RtsegError("ONNX export is not available: pip install \"rtseg[onnx]\"")
 
-    monkeypatch.setattr(select, "_preset_runtime", lambda spec: "openvino")
-    monkeypatch.setattr(api, "export", broken)
+    monkeypatch.setattr(resolve, "_preset_runtime", lambda spec: "openvino")
+    monkeypatch.setattr(resolve, "export", broken)
     lines = []
-    backend = select.open_for_run(str(tiny_enet), "cpu", "auto", log=lines.append)
+    backend = resolve.open_for_run(str(tiny_enet), "cpu", "auto", log=lines.append)
     assert backend.runtime == "torch"
     # The default tries INT8 first, then FP32, then runs torch: each step says why it moved on.
     assert lines[0].startswith("notice: INT8 not used (ONNX export is not available")
     assert lines[1].startswith("notice: could not export to openvino")
     with pytest.raises(RtsegError, match="ONNX export is not available"):
-        select.open_for_run(str(tiny_enet), "cpu", "openvino", log=lines.append)
+        resolve.open_for_run(str(tiny_enet), "cpu", "openvino", log=lines.append)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -107,38 +130,42 @@ def test_unwritable_engines_folder_is_one_error(tiny_enet, tmp_path):
     blocker = tmp_path / "engines"
     blocker.write_text("a file where the cache folder should be")
     with pytest.raises(RtsegError, match="engines"):
-        select.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(blocker), log=lambda _: None)
+        resolve.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(blocker), log=lambda _: None)
 
 
 def test_an_exported_file_runs_directly(tiny_enet, tmp_path):
     from rtseg.export.api import ExportRequest, export
 
     path = export(ExportRequest(model=str(tiny_enet), format="onnx", size=SIZE, out_dir=str(tmp_path))).path
-    backend = select.open_for_run(str(path), "cpu", "auto", log=lambda _: None)
+    backend = resolve.open_for_run(str(path), "cpu", "auto", log=lambda _: None)
     assert backend.runtime == "onnxruntime"
     x = np.zeros((1, 3, *SIZE), np.float32)
     ref = open_backend(str(tiny_enet)).predict_ids(x)
     assert (backend.predict_ids(x) == ref).float().mean() > 0.995
 
 
-def test_int8_by_default_calibrated_on_the_sample_and_gated(tiny_enet, tmp_path, one_torch_thread):
+def test_int8_by_default_calibrated_on_the_sample_and_gated(tiny_enet, tmp_path, one_torch_thread, monkeypatch):
     """No precision asked: the INT8 artifact, calibrated on the frames that ship, when its gate passes;
     --precision fp32 opts out; a refused gate runs FP32 and says so."""
     engines, lines = tmp_path / "engines", []
-    opened = select.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(engines),
+    opened = resolve.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(engines),
                                  log=lines.append)
     gate = opened.meta.info["int8_gate"]
     assert opened.meta.precision == "int8" and gate["passed"], lines
     assert opened.meta.info["cache"]["calib"]  # calibrated: the frames' digest is part of its cache key
     assert any("int8, gate" in line and "--precision fp32 opts out" in line for line in lines)
-    assert select.open_for_run(str(tiny_enet), "cpu", "openvino", precision="fp32", size=SIZE,
+    _forbid_reading_weights(monkeypatch, tiny_enet)  # the second time, a cache hit: header only
+    assert resolve.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(engines),
+                                log=lines.append).meta.precision == "int8"
+    monkeypatch.undo()
+    assert resolve.open_for_run(str(tiny_enet), "cpu", "openvino", precision="fp32", size=SIZE,
                                engines_dir=str(engines), log=lines.append).meta.precision == "fp32"
 
 
 def test_a_refused_int8_gate_runs_fp32_with_a_notice(tiny_enet, tmp_path, monkeypatch, one_torch_thread):
-    monkeypatch.setattr(select, "DEFAULT_MAX_DROP", -1.0)  # no INT8 build can pass a negative budget
+    monkeypatch.setattr(resolve, "DEFAULT_MAX_DROP", -1.0)  # no INT8 build can pass a negative budget
     lines = []
-    opened = select.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(tmp_path),
+    opened = resolve.open_for_run(str(tiny_enet), "cpu", "openvino", size=SIZE, engines_dir=str(tmp_path),
                                  log=lines.append)
     assert opened.meta.precision == "fp32"
     notices = [line for line in lines if line.startswith("notice:")]

@@ -12,16 +12,7 @@ from pathlib import Path
 
 from rtseg.backends.base import Backend, ModelMeta, normalize_image
 from rtseg.errors import RtsegError
-
-# runtime -> (module, class)
-RUNTIMES: dict[str, tuple[str, str]] = {
-    "torch": ("rtseg.backends.torch_backend", "TorchBackend"),
-    "onnxruntime": ("rtseg.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
-    "openvino": ("rtseg.backends.openvino_backend", "OpenVinoBackend"),
-    "tensorrt": ("rtseg.backends.tensorrt_backend", "TensorRTBackend"),
-}
-SUFFIXES: dict[str, str] = {".safetensors": "torch", ".onnx": "onnxruntime", ".xml": "openvino",
-                            ".engine": "tensorrt"}
+from rtseg.runtimes import RUNTIMES, SUFFIXES
 
 
 def runtime_for(spec: str) -> str:
@@ -48,9 +39,9 @@ def open_backend(spec: str, device: str | None = None, runtime: str | None = Non
     runtime = runtime or runtime_for(str(spec))
     if runtime not in RUNTIMES:
         raise RtsegError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
-    module, cls = RUNTIMES[runtime]
-    backend_cls = getattr(importlib.import_module(module), cls)
-    device = device or ("cuda" if runtime == "tensorrt" else "cpu")
+    entry = RUNTIMES[runtime]
+    backend_cls = getattr(importlib.import_module(entry.module), entry.cls)
+    device = device or ("cuda" if entry.cuda_only else "cpu")
     if runtime == "torch":
         return backend_cls.load(str(spec), device=device, **options)
     return backend_cls(spec, device=device, **options)

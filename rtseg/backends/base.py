@@ -31,6 +31,13 @@ class ModelMeta:
     source: str = ""              # the model an artifact was exported from (preset or weight file)
     info: dict = field(default_factory=dict)  # export facts: cache key, INT8 gate, float nodes, ...
 
+    @classmethod
+    def from_preset(cls, preset, dataset, source: str = "") -> "ModelMeta":
+        """The metadata of a torch model from its ``ModelPreset`` and ``DatasetConfig``."""
+        return cls(preset.name, list(dataset.class_names), [list(c) for c in dataset.colors], list(preset.mean),
+                   list(preset.std), (int(preset.input_size[0]), int(preset.input_size[1])),
+                   dataset.ignore_index, source=source)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

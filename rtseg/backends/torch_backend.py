@@ -6,8 +6,9 @@ import torch
 
 from rtseg.backends.base import Backend, ModelMeta
 from rtseg.errors import RtsegError
+from rtseg.runtimes import RUNTIMES
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = RUNTIMES["torch"].precisions
 
 
 def resolve_device(device: str) -> torch.device:
@@ -68,11 +69,8 @@ class TorchBackend(Backend):
     def from_loaded(cls, lm, source: str, device: str = "cpu", precision: str = "fp32",
                     channels_last: bool | None = None) -> "TorchBackend":
         """Wraps a :class:`rtseg.zoo.LoadedModel` (its module is used, not copied)."""
-        p, d = lm.preset, lm.dataset
-        meta = ModelMeta(p.name, list(d.class_names), [list(c) for c in d.colors], list(p.mean),
-                         list(p.std), (int(p.input_size[0]), int(p.input_size[1])), d.ignore_index,
-                         source=source)
-        return cls(lm.model, meta, device, precision, channels_last)
+        return cls(lm.model, ModelMeta.from_preset(lm.preset, lm.dataset, source), device, precision,
+                   channels_last)
 
     @torch.inference_mode()
     def infer(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:

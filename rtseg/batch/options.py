@@ -22,7 +22,7 @@ class BatchOptions:
     ``source`` is one source or a list of them (folders, globs, images, videos, ``.txt`` lists).
     ``overlap=None`` with a tile means a third of the tile's shorter side. ``backend=None`` and
     ``precision=None`` run the model as given (a torch model in torch, an exported file in its own
-    runtime); either one set opens it as ``rtseg run`` does (``rtseg.backends.select``), exporting
+    runtime); either one set opens it as ``rtseg run`` does (``rtseg.resolve``), exporting
     once into the cache, with the accuracy gate for INT8. ``ray`` is None for a local run,
     ``"local"`` for a local Ray instance, else a cluster address.
     """

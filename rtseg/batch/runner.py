@@ -101,7 +101,7 @@ def _open_model(opts: BatchOptions) -> Backend:
         from rtseg.backends import open_backend
 
         return open_backend(opts.model, device=opts.device)
-    from rtseg.backends.select import open_for_run
+    from rtseg.resolve import open_for_run
 
     return open_for_run(opts.model, opts.device, opts.backend or "auto", opts.precision, opts.size, opts.calib,
                         opts.engines_dir, log=log_silent if opts.quiet else log_stderr)

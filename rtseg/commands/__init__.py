@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from rtseg.runtimes import CACHE_FOLDER
+
 
 def size_arg(text: str) -> tuple[int, int]:
     """``HxW`` -> (H, W)."""
@@ -34,5 +36,5 @@ def floats_arg(text: str) -> list[float]:
 def engines_arg(parser: argparse.ArgumentParser, flag: str = "--engines", dest: str = "engines") -> None:
     """``--engines DIR``: the export cache of a command that exports models."""
     parser.add_argument(flag, dest=dest, metavar="DIR", default=None,
-                        help="export cache folder (default: $RTSEG_CACHE, else ~/.cache/rtseg/engines "
+                        help=f"export cache folder (default: $RTSEG_CACHE, else ~/.cache/rtseg/{CACHE_FOLDER} "
                              "or the platform's user cache)")

@@ -31,6 +31,7 @@ from rtseg import signals
 from rtseg.signals import ENDINGS
 
 from rtseg.commands import engines_arg, floats_arg, size_arg
+from rtseg.runtimes import BACKEND_CHOICES, PRECISIONS
 
 
 EXIT_CODES = """exit codes:
@@ -54,11 +55,11 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="frames of one size per model call (default 4)")
     p.add_argument("--max-frames", type=int, help="only the first N frames")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice; with --ray: --num-cpus)")
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+    p.add_argument("--backend", choices=BACKEND_CHOICES,
                    help="runtime, chosen and exported as by rtseg run (default: the model as given: torch for a "
                         "torch model, an exported file's own runtime)")
     engines_arg(p)
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="int8: exported with the accuracy gate (on --calib, else frames that ship with rtseg)")
     p.add_argument("--calib", metavar="DIR|VIDEO", help="calibration frames for --precision int8")
     p.add_argument("--chunk-frames", type=int, default=16,

@@ -6,6 +6,7 @@ Examples:
     rtseg bench --models enet_camvid,deeplabv3plus_camvid --backends onnxruntime,openvino \\
         --precisions fp32,int8 --sizes 360x480,720x960 --out bench/
     rtseg bench --device cuda --backends torch,tensorrt --precisions fp32,fp16,int8 --out bench-gpu/
+    rtseg bench --models deeplabv3plus_camvid --backends onnxruntime,openvino --precisions int8 --argmax
     rtseg bench --pipeline                        # what `rtseg run` does vs the model alone, sample clip
     rtseg bench --pipeline --model deeplabv3plus_camvid --source clip.mp4 --frames 100 --json b.json
 """
@@ -15,6 +16,7 @@ import argparse
 
 from rtseg.commands import engines_arg, size_arg
 from rtseg.progress import log_silent, log_stderr
+from rtseg.runtimes import BACKEND_CHOICES, PRECISIONS, RUNTIMES
 
 DEFAULT_ROOT = "../shared/data/camvid"  # where a checkout of this project finds CamVid
 
@@ -35,10 +37,10 @@ def register(sub) -> None:
                         "the runtime and precision `rtseg run` uses by default)")
     s = p.add_argument_group("sweep")
     s.add_argument("--models", type=_names, help="comma-separated names or files (default: the shipped live models)")
-    s.add_argument("--backends", type=_names, default=["torch", "onnxruntime", "openvino", "tensorrt"],
-                   help="comma-separated: torch, onnxruntime, openvino, tensorrt (default: all; missing ones "
+    s.add_argument("--backends", type=_names, default=list(RUNTIMES),
+                   help=f"comma-separated: {', '.join(RUNTIMES)} (default: all; missing ones "
                         "are reported, not fatal)")
-    s.add_argument("--precisions", type=_names, default=["fp32", "int8"], help="fp32, fp16, int8 (default fp32,int8)")
+    s.add_argument("--precisions", type=_names, default=["fp32", "int8"], help=f"{', '.join(PRECISIONS)} (default fp32,int8)")
     s.add_argument("--sizes", type=_sizes, default=None, help="comma-separated HxW (default: each model's input size)")
     s.add_argument("--data", default="camvid", help="labelled dataset for mIoU: camvid, cityscapes, folder")
     s.add_argument("--root", help=f"its root (default {DEFAULT_ROOT} if present; 'none' skips mIoU)")
@@ -50,13 +52,16 @@ def register(sub) -> None:
                                    "--pipeline default: the frames that ship with rtseg)")
     s.add_argument("--calib-frames", type=int, default=32)
     s.add_argument("--repeats", type=int, default=30, help="timed model-only runs (default 30, after 5 warm-up)")
+    s.add_argument("--argmax", action="store_true",
+                   help="also measure each exported combination with argmax inside its graph (class ids out), "
+                        "beside the one that outputs logits: does moving the argmax into the runtime pay?")
     engines_arg(s)
     s.add_argument("--out", help="write results.csv, results.json and pareto.png (needs the 'plot' extra) here")
     o = p.add_argument_group("--pipeline")
     o.add_argument("--model", help="shipped name or model file (default: deeplabv3plus_camvid)")
-    o.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+    o.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                    help="runtime, as rtseg run chooses it (default auto: what `rtseg run` uses)")
-    o.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    o.add_argument("--precision", choices=PRECISIONS,
                    help="as rtseg run (default: int8 on OpenVINO / ONNX Runtime when its gate passes, "
                         "calibrated on the shipped frames or on --calib)")
     o.add_argument("--source", default=None,
@@ -86,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     opts = default_options(models=args.models, backends=args.backends, precisions=args.precisions,
                            sizes=args.sizes, data=args.data, root=args.root, split=args.split, limit=args.limit,
                            video=args.video, video_frames=args.video_frames, calib=args.calib,
-                           calib_frames=args.calib_frames, repeats=args.repeats, device=args.device or "cpu",
+                           calib_frames=args.calib_frames, repeats=args.repeats, argmax=args.argmax,
+                           device=args.device or "cpu",
                            engines_dir=args.engines, default_root=DEFAULT_ROOT, log=log_stderr)
     rows = mark_pareto(sweep(opts, log=log_stderr if not args.quiet else log_silent, progress=not args.quiet))
     print(format_table(rows))

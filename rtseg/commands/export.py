@@ -6,13 +6,14 @@ import argparse
 
 from rtseg.commands import engines_arg, size_arg
 from rtseg.progress import log_stderr
+from rtseg.runtimes import FORMATS, PRECISIONS
 
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX, OpenVINO or a TensorRT engine (FP32/FP16/INT8)")
     p.add_argument("--model", required=True, help="shipped name or weight file (.safetensors)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "engine"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--format", default="onnx", choices=list(FORMATS))
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--size", type=size_arg, help="input size HxW (default: the model's input size)")
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic H/W (refused unless ONNX Runtime matches torch at three sizes)")

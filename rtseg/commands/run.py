@@ -15,6 +15,7 @@ import os
 import sys
 
 from rtseg.commands import engines_arg, size_arg
+from rtseg.runtimes import BACKEND_CHOICES, PRECISIONS
 
 
 def register(sub) -> None:
@@ -28,11 +29,11 @@ def register(sub) -> None:
                         "default 'sample': the dashcam clip shipped with rtseg")
     p.add_argument("--model", default=None, help="shipped name or model file: .safetensors, .onnx, .xml, .engine (default: deeplabv3plus_camvid)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for .engine files)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                    help="runtime; auto: the model's preferred CPU runtime (OpenVINO for DeepLabv3+ and ICNet, "
                         "exported once into the cache, see --engines), torch on CUDA, an exported file's own runtime")
     engines_arg(p)
-    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="default: int8 on OpenVINO / ONNX Runtime (built once, calibrated on frames that ship "
                         "with rtseg, used only if its accuracy gate passes; fp32 otherwise), fp32 in torch; "
                         "fp32 opts out; fp16: CUDA only. An exported file runs in the precision it was exported in")

@@ -1,7 +1,8 @@
 """``export(request)``: a model -> a cached, self-describing artifact in the export cache.
 
 Every format starts from the same FP32 ONNX, exported once per cache key and checked against
-torch. INT8 artifacts are calibrated on the user's frames and must pass the accuracy gate;
+torch. A cache lookup reads only the weight file's header and a remembered digest of its bytes:
+the torch model is loaded when something has to be built, never to find what already is. INT8 artifacts are calibrated on the user's frames and must pass the accuracy gate;
 if they fail it, one fallback (classifier head left in float) is tried before refusing.
 Status lines go to ``log`` and results (the gate table) to ``show``; both default to silence,
 and the CLI wires them to stderr and stdout.
@@ -17,14 +18,12 @@ from rtseg.backends import open_backend
 from rtseg.backends.base import ModelMeta, normalize_image
 from rtseg.errors import RtsegError
 from rtseg.export.artifacts import read_meta, restamp
-from rtseg.export.cache import (CacheKey, artifact_path, code_digest, engines_dir, safe_stem, sha256_file,
-                                sha256_files)
+from rtseg.export.cache import (CacheKey, artifact_path, code_digest, engines_dir, remembered_digest, safe_stem,
+                                sha256_file, sha256_files)
 from rtseg.io import file_lock
 from rtseg.export.gate import DEFAULT_BUDGET, GateRefused, GateResult, run_gate
 from rtseg.progress import log_silent
-
-FORMATS = {"onnx": ".onnx", "openvino": ".xml", "engine": ".engine"}
-PRECISIONS = ("fp32", "fp16", "int8")
+from rtseg.runtimes import FORMATS, PRECISIONS
 
 
 @dataclass
@@ -68,44 +67,53 @@ def check_request(req: ExportRequest) -> None:
 
 
 class Exporter:
-    """One export request: loads the model once and builds what the request needs, reusing the cache."""
+    """One export request: builds what the request needs, reusing the cache; the torch model is
+    loaded (once) only when something has to be built from it."""
 
     def __init__(self, req: ExportRequest, log: Callable[[str], None] = log_silent,
                  show: Callable[[str], None] = log_silent, progress: bool = False):
         check_request(req)
         self.req, self.log, self.show, self.progress = req, log, show, progress
         self.out_dir = engines_dir(req.out_dir)
-        self._model = self._meta = self._frames = self._weights_digest = None
+        self._header = self._model = self._frames = self._weights_digest = None
         self.hit = False  # whether the last artifact looked up was a cache hit
         self._onnx_keys: dict[tuple, CacheKey] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
-    def _load(self):
-        if self._model is None:
-            from rtseg.backends.torch_backend import TorchBackend
+    def header(self) -> tuple[ModelMeta, Path]:
+        """The model's metadata and weight file, from the file's header (no tensor is read)."""
+        if self._header is None:
+            from rtseg.zoo import model_header
 
-            tb = TorchBackend.load(self.req.model)
-            self._model, self._meta = tb.model, tb.meta
-        return self._model, self._meta
+            preset, dataset, path = model_header(self.req.model)
+            self._header = ModelMeta.from_preset(preset, dataset, source=self.req.model), path
+        return self._header
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self.header()[0]
+
+    def _load(self):
+        """The torch model, loaded only when an artifact has to be built from it."""
+        if self._model is None:
+            from rtseg.zoo import load_model
+
+            self._model = load_model(self.req.model).model
+        return self._model
 
     @property
     def size(self) -> tuple[int, int]:
-        return tuple(self.req.size or self._load()[1].input_size)
+        return tuple(self.req.size or self.meta.input_size)
 
     def fresh_meta(self) -> ModelMeta:
-        meta = self._load()[1]
-        return replace(meta, input_size=self.size, info={})
+        return replace(self.meta, input_size=self.size, info={})
 
     def weights_digest(self) -> str:
-        """sha256 of the weight file and of the model/export code (computed once: FCN-8s is 0.5 GB)."""
-        from rtseg.config import load_preset
-        from rtseg.weights import weight_path
-
+        """sha256 of the weight file and of the model/export code (the file's remembered in the cache)."""
         if self._weights_digest is None:
-            path = Path(self.req.model)
-            if not (path.suffix == ".safetensors" or path.is_file()):
-                path = weight_path(load_preset(self.req.model).weights)
-            self._weights_digest = sha256_files([path], extra=code_digest())
+            memo = self.out_dir / "digests.json"
+            self._weights_digest = sha256_files([self.header()[1]], extra=code_digest(),
+                                                digest=lambda p: remembered_digest(p, memo))
         return self._weights_digest
 
     def toolchain(self) -> str:
@@ -156,15 +164,21 @@ class Exporter:
         return None
 
     # -- ONNX -----------------------------------------------------------------------------------
+    def onnx_key(self, argmax: bool = False, half: bool = False) -> CacheKey:
+        """The key of the ONNX that :meth:`onnx` builds, known without building it."""
+        if (argmax, half) not in self._onnx_keys:
+            self._onnx_keys[(argmax, half)] = CacheKey(
+                "onnx", self.weights_digest(), "fp16" if half else "fp32", self._shape(),
+                runtime=self.toolchain(), flags=self._flags(argmax))
+        return self._onnx_keys[(argmax, half)]
+
     def onnx(self, argmax: bool = False, half: bool = False) -> Path:
         """FP32 (or FP16) ONNX, exported and checked against torch unless cached."""
         from rtseg.export.onnx import export_onnx
 
         precision = "fp16" if half else "fp32"
-        key = CacheKey("onnx", self.weights_digest(), precision, self._shape(), runtime=self.toolchain(),
-                       flags=self._flags(argmax))
-        self._onnx_keys[(argmax, half)] = key
-        path = artifact_path(self.out_dir, safe_stem(self._load()[1].name), key, self.size, ".onnx")
+        key = self.onnx_key(argmax, half)
+        path = artifact_path(self.out_dir, safe_stem(self.meta.name), key, self.size, FORMATS["onnx"])
         if self._cached(path, key):
             return path
         self.log(f"exporting {self.req.model} to ONNX ({precision}, {self.size[0]}x{self.size[1]}"
@@ -172,7 +186,7 @@ class Exporter:
         meta = self.fresh_meta()
         meta.source = self.req.model
         meta.info = {"cache_key": key.digest(), "cache": key.as_dict()}
-        _, check = export_onnx(self._model, meta, path, self.size, self.req.dynamic, argmax, half)
+        _, check = export_onnx(self._load(), meta, path, self.size, self.req.dynamic, argmax, half)
         self.log(f"checked in ONNX Runtime against torch: max |diff| {check['max_abs']:.2g} "
                  f"({100 * check['rel']:.2g} % of range), argmax agreement {100 * check['agreement']:.2f} % "
                  f"at {', '.join('x'.join(map(str, s)) for s in check['sizes'])}")
@@ -181,14 +195,14 @@ class Exporter:
     # -- INT8 -----------------------------------------------------------------------------------
     def int8(self, fmt: str) -> Path:
         """INT8 artifact: ``onnx`` (U8/S8 QDQ), ``onnx-trt`` (symmetric QDQ) or ``openvino`` (IR)."""
-        fp32_path = self.onnx(argmax=False)
-        src_key = self._onnx_keys[(False, False)]
+        src_key = self.onnx_key(argmax=False)
         frames = self.frames()
-        kind, suffix, runtime = {"onnx": ("onnx-int8", ".onnx", ""), "onnx-trt": ("onnx-int8-trt", ".onnx", ""),
-                                 "openvino": ("openvino-int8", ".xml", self._ov_version())}[fmt]
+        kind, suffix, runtime = {"onnx": ("onnx-int8", FORMATS["onnx"], ""),
+                                 "onnx-trt": ("onnx-int8-trt", FORMATS["onnx"], ""),
+                                 "openvino": ("openvino-int8", FORMATS["openvino"], self._ov_version())}[fmt]
         key = CacheKey(kind, src_key.digest(), "int8", self._shape(), calib=frames.digest,
                        runtime=f"{self.toolchain()}{runtime}", flags=self._flags(self.req.argmax))
-        path = artifact_path(self.out_dir, safe_stem(self._meta.name), key, self.size, suffix)
+        path = artifact_path(self.out_dir, safe_stem(self.meta.name), key, self.size, suffix)
         meta = self._cached(path, key)
         if meta is not None:
             gate = meta.info.get("int8_gate") or {}
@@ -198,9 +212,10 @@ class Exporter:
                 raise GateRefused(f"cached INT8 artifact {path} failed the accuracy gate "
                                   f"(drop {gate.get('drop'):.2f} points); pass --force to use it anyway")
             return path
+        fp32_path = self.onnx(argmax=False)
         held, source = self.held_out()
         fp32 = open_backend(str(fp32_path))
-        calib = [normalize_image(f, self.size, self._meta.mean, self._meta.std) for f in frames.calib]
+        calib = [normalize_image(f, self.size, self.meta.mean, self.meta.std) for f in frames.calib]
         attempts: list[tuple[Path, dict, GateResult]] = []
         try:
             for keep_head in (False, True):
@@ -283,13 +298,13 @@ class Exporter:
 
         if self.req.precision == "int8":
             return self.int8("openvino")
-        src = self.onnx(argmax=self.req.argmax)
-        src_key = self._onnx_keys[(self.req.argmax, False)]
+        src_key = self.onnx_key(argmax=self.req.argmax)
         key = CacheKey("openvino", src_key.digest(), self.req.precision, self._shape(),
                        runtime=self.toolchain() + self._ov_version(), flags=self._flags(self.req.argmax))
-        path = artifact_path(self.out_dir, safe_stem(self._meta.name), key, self.size, ".xml")
+        path = artifact_path(self.out_dir, safe_stem(self.meta.name), key, self.size, FORMATS["openvino"])
         if self._cached(path, key):
             return path
+        src = self.onnx(argmax=self.req.argmax)
         meta = read_meta(src)
         meta.precision = self.req.precision
         meta.info = {**meta.info, "cache_key": key.digest(), "cache": key.as_dict()}
@@ -314,7 +329,7 @@ class Exporter:
                        calib=self.frames().digest if p == "int8" else "", runtime=f"tensorrt {env['tensorrt']}",
                        device=env["gpu"], capability=env["capability"],
                        flags=self._flags(self.req.argmax) + ("hardware_compat=none", "version_compat=false"))
-        path = artifact_path(self.out_dir, safe_stem(self._load()[1].name), key, self.size, ".engine")
+        path = artifact_path(self.out_dir, safe_stem(self.meta.name), key, self.size, FORMATS["engine"])
         if path.is_file():
             header, _ = read_engine_header(path)
             self.hit = header.get("cache_key") == key.digest()
@@ -355,8 +370,8 @@ class Exporter:
         if self.req.format == "engine":
             from rtseg.backends.tensorrt_backend import trt_environment
 
-            trt_environment()  # no TensorRT or GPU: say so before loading or exporting anything
-        self._load()
+            trt_environment()  # no TensorRT or GPU: say so before reading or exporting anything
+        self.header()  # an unknown model or an unreadable weight file: say so before any work
         fmt, p = self.req.format, self.req.precision
         if fmt == "engine":
             path = self.engine()

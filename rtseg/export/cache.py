@@ -16,7 +16,11 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
+
+from rtseg.errors import RtsegError
+from rtseg.io import atomic_write_text
+from rtseg.runtimes import CACHE_FOLDER
 
 CHUNK = 1 << 20
 RTSEG_DIR = Path(__file__).resolve().parents[1]
@@ -41,7 +45,7 @@ def engines_dir(override: str | Path | None = None) -> Path:
         base = home / "Library" / "Caches"
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return base / "rtseg" / "engines"
+    return base / "rtseg" / CACHE_FOLDER
 
 
 def sha256_file(path: str | Path) -> str:
@@ -52,12 +56,44 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def sha256_files(paths: Iterable[str | Path], extra: str = "") -> str:
-    """One digest over the names and bytes of ``paths`` (in the given order) and ``extra``."""
+def sha256_files(paths: Iterable[str | Path], extra: str = "",
+                 digest: Callable[[Path], str] = sha256_file) -> str:
+    """One digest over the names and bytes of ``paths`` (in the given order) and ``extra``;
+    ``digest`` gives each file's sha256 (:func:`remembered_digest` to skip rereading it)."""
     h = hashlib.sha256(extra.encode())
     for p in paths:
-        h.update(Path(p).name.encode() + b"\0" + bytes.fromhex(sha256_file(p)))
+        h.update(Path(p).name.encode() + b"\0" + bytes.fromhex(digest(Path(p))))
     return h.hexdigest()
+
+
+def remembered_digest(path: str | Path, memo: Path) -> str:
+    """sha256 of ``path``, remembered in the JSON file ``memo`` against the file's size,
+    modification time and inode.
+
+    Export-cache keys start from the weights' digest; hashing them on every ``rtseg run`` would
+    read the whole file (0.5 GB for FCN-8s) only to find an artifact that already exists. A file
+    whose size, mtime and inode are unchanged is taken to be unchanged, as git's index and make do.
+    Two processes updating ``memo`` at once may drop each other's entry: that costs one hash later.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    entry = known.get(str(path))
+    if isinstance(entry, dict) and entry.get("stat") == stamp and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = sha256_file(path)
+    known[str(path)] = {"stat": stamp, "sha256": digest}
+    try:
+        atomic_write_text(memo, json.dumps(known, indent=1, sort_keys=True))
+    except RtsegError:
+        pass  # a read-only cache folder only means hashing again next time
+    return digest
 
 
 @functools.lru_cache(maxsize=1)

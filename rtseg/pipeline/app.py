@@ -39,7 +39,7 @@ class RunOptions:
     source: str
     model: str = DEFAULT_MODEL
     device: str | None = None
-    backend: str = "auto"           # auto | torch | onnxruntime | openvino | tensorrt (rtseg.backends.select)
+    backend: str = "auto"           # auto | torch | onnxruntime | openvino | tensorrt (rtseg.resolve)
     precision: str | None = None    # None: fp32, or an exported file's own precision
     calib: str | None = None        # calibration frames for an INT8 export
     engines_dir: str | None = None  # where exports are cached (None: the user's cache, see export.cache)
@@ -112,7 +112,7 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
     progress = pipeline = None
     try:
         if backend is None:
-            from rtseg.backends.select import open_for_run
+            from rtseg.resolve import open_for_run
 
             backend = open_for_run(opts.model, opts.device, opts.backend, opts.precision, opts.size, opts.calib,
                                    opts.engines_dir, log=log_silent if opts.quiet else log_stderr)

@@ -119,7 +119,7 @@ def _postprocess_cost(backend, tensor: np.ndarray, out_hw: tuple[int, int], n: i
 def _open(model: str | None, device: str | None, backend: str, precision: str | None, size, calib,
           engines_dir: str | None, quiet: bool):
     """The backend ``rtseg run`` would open for these options (INT8 by default on a CPU runtime)."""
-    from rtseg.backends.select import open_for_run
+    from rtseg.resolve import open_for_run
     from rtseg.pipeline.app import DEFAULT_MODEL
     from rtseg.progress import log_silent, log_stderr
 

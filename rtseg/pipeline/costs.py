@@ -31,19 +31,22 @@ WARMUP, MIN_RUNS, MAX_RUNS, BUDGET_S = 3, 5, 30, 1.5
 
 
 def model_only(backend: Backend, tensor: np.ndarray, warmup: int = WARMUP, runs: int = MAX_RUNS,
-               budget_s: float | None = BUDGET_S, min_runs: int = MIN_RUNS) -> dict:
+               budget_s: float | None = BUDGET_S, min_runs: int = MIN_RUNS, class_ids: bool = False) -> dict:
     """``backend.infer`` alone on one preprocessed frame: {fps, latency_ms, cpu_ms, runs}.
 
-    ``fps`` is 1000 / mean latency; ``cpu_ms`` the CPU time per run over all threads.
+    ``fps`` is 1000 / mean latency; ``cpu_ms`` the CPU time per run over all threads. With
+    ``class_ids`` the timed call is ``predict_ids`` (network + argmax, for logits and argmax-in-graph
+    artifacts alike), which is what answers whether putting argmax in the graph pays.
     """
+    step = (lambda: backend.predict_ids(tensor[None])) if class_ids else (lambda: stages.infer(backend, tensor))
     for _ in range(warmup):
-        stages.infer(backend, tensor)
+        step()
     times: list[float] = []
     cpu0, start = time.process_time(), time.perf_counter()
     while len(times) < runs and (budget_s is None or len(times) < min_runs
                                  or time.perf_counter() - start < budget_s):
         t = time.perf_counter()
-        stages.infer(backend, tensor)
+        step()
         times.append((time.perf_counter() - t) * 1000)
     cpu = (time.process_time() - cpu0) * 1000 / len(times)
     lat = percentiles(times)

@@ -15,7 +15,7 @@ from pathlib import Path
 from rtseg.errors import RtsegError
 from rtseg.pipeline.app import write_json
 
-COLUMNS = ["model", "backend", "precision", "size", "device", "status", "miou", "mean_ms", "p50_ms", "p99_ms",
+COLUMNS = ["model", "backend", "precision", "argmax", "size", "device", "status", "miou", "mean_ms", "p50_ms", "p99_ms",
            "fps", "e2e_fps", "e2e_p50_ms", "e2e_p99_ms", "tc", "changed", "params", "gflops", "artifact_mb", "int8_gate_drop",
            "eval_images", "e2e_frames", "pareto", "artifact", "reason"]
 
@@ -62,7 +62,8 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         miou = None if r.get("miou") is None else 100 * r["miou"]
         status = r["status"] if r["status"] in ("ok",) else f"{r['status']}: {r.get('reason', '')}"
-        cells = [r["model"], r["backend"], r["precision"], r["size"], _cell(miou), _cell(r.get("mean_ms")),
+        backend = r["backend"] + (" +argmax" if r.get("argmax") else "")
+        cells = [r["model"], backend, r["precision"], r["size"], _cell(miou), _cell(r.get("mean_ms")),
                  _cell(r.get("p50_ms")), _cell(r.get("p99_ms")), _cell(r.get("fps")), _cell(r.get("e2e_fps")),
                  _cell(r.get("tc")), _cell(r.get("changed"), 2), _cell(r.get("gflops")), _cell(r.get("artifact_mb")), _cell(r.get("pareto")), status]
         lines.append("| " + " | ".join(cells) + " |")

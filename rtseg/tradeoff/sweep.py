@@ -4,7 +4,9 @@ Every combination is exported through ``rtseg export`` (and its cache, so a re-r
 what changed), then measured on the artifact itself:
 
 - mIoU on a labelled split (CamVid val by default), single scale, at the combination's size;
-- model-only latency of ``predict_ids`` on one frame (network + argmax) after warm-up;
+- model-only latency of ``predict_ids`` on one frame (network + argmax) after warm-up; with
+  ``argmax`` each exported combination is measured twice, outputting logits and with argmax inside
+  its graph (uint8 class ids), which answers whether moving the argmax into the runtime pays;
 - end-to-end FPS of the threaded ``rtseg run`` pipeline on a video, writing an H.264 file, and
   the flicker of its masks (TC and changed pixels, :mod:`rtseg.temporal.metrics`), computed after
   the timed run so the FPS does not include it;
@@ -24,7 +26,6 @@ never stops the sweep:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,12 +36,7 @@ import torch
 
 from rtseg.data import labelled_dataset
 from rtseg.errors import RtsegError
-
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
-PACKAGE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
-EXTRA_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+from rtseg.runtimes import FORMAT_OF, PRECISIONS, RUNTIMES, missing_package
 
 OK, FAILED_VALIDATION, EXPORT_FAILED, NO_RUNTIME, NOT_APPLICABLE = (
     "ok", "failed validation", "export failed", "runtime not available", "not applicable")
@@ -52,10 +48,12 @@ class Combo:
     backend: str
     precision: str
     size: tuple[int, int]
+    argmax: bool = False  # the artifact outputs class ids (argmax in its graph), not logits
 
     @property
     def label(self) -> str:
-        return f"{Path(self.model).stem} {self.backend}:{self.precision} {self.size[0]}x{self.size[1]}"
+        return (f"{Path(self.model).stem} {self.backend}:{self.precision}{':argmax' if self.argmax else ''} "
+                f"{self.size[0]}x{self.size[1]}")
 
 
 @dataclass
@@ -63,7 +61,7 @@ class SweepOptions:
     """What to measure and on what; see ``rtseg bench --help``."""
 
     models: Sequence[str]
-    backends: Sequence[str] = ("torch", "onnxruntime", "openvino", "tensorrt")
+    backends: Sequence[str] = tuple(RUNTIMES)
     precisions: Sequence[str] = ("fp32", "int8")
     sizes: Sequence[tuple[int, int]] = ((360, 480),)
     data: str = "camvid"
@@ -77,6 +75,7 @@ class SweepOptions:
     gate_frames: int = 30
     warmup: int = 5
     repeats: int = 30
+    argmax: bool = False                # also each exported combination with argmax in its graph
     device: str = "cpu"
     engines_dir: str | None = None  # None: the user's export cache (rtseg.export.cache.engines_dir)
 
@@ -84,15 +83,17 @@ class SweepOptions:
 def plan(opts: SweepOptions) -> list[Combo]:
     """Every combination, in the order it is measured (model, size, backend, precision)."""
     for b in opts.backends:
-        if b not in BACKENDS:
-            raise RtsegError(f"unknown backend '{b}'; valid: {', '.join(BACKENDS)}")
+        if b not in RUNTIMES:
+            raise RtsegError(f"unknown backend '{b}'; valid: {', '.join(RUNTIMES)}")
     for p in opts.precisions:
         if p not in PRECISIONS:
             raise RtsegError(f"unknown precision '{p}'; valid: {', '.join(PRECISIONS)}")
     if not opts.models:
         raise RtsegError("no model to measure (--models); `rtseg models` lists the shipped ones")
-    return [Combo(m, b, p, tuple(s)) for m in opts.models for s in opts.sizes
-            for b in opts.backends for p in opts.precisions]
+    # torch has no graph to put the argmax in: its rows are the logits rows only.
+    argmax = (False, True) if opts.argmax else (False,)
+    return [Combo(m, b, p, tuple(s), a) for m in opts.models for s in opts.sizes
+            for b in opts.backends for p in opts.precisions for a in argmax if not (a and b == "torch")]
 
 
 def unavailable(backend: str, precision: str, device: str) -> tuple[str, str] | None:
@@ -105,8 +106,9 @@ def unavailable(backend: str, precision: str, device: str) -> tuple[str, str] | 
         if device.startswith("cuda") and not torch.cuda.is_available():
             return NO_RUNTIME, "no CUDA device for torch"
         return None
-    if importlib.util.find_spec(PACKAGE_OF[backend]) is None:
-        return NO_RUNTIME, f"{PACKAGE_OF[backend]} is not installed (pip install 'rtseg[{EXTRA_OF[backend]}]')"
+    missing = missing_package(backend)
+    if missing:
+        return NO_RUNTIME, f"{missing} is not installed (pip install 'rtseg[{RUNTIMES[backend].extra}]')"
     if backend == "tensorrt":
         from rtseg.backends.tensorrt_backend import trt_environment
 
@@ -162,12 +164,25 @@ def _export(combo: Combo, opts: SweepOptions, log: Callable[[str], None]) -> tup
         raise RtsegError("INT8 needs calibration frames: pass --calib DIR|VIDEO")
     # force: a sweep reports an INT8 model over the accuracy budget with its measured drop
     # ("failed validation") instead of leaving a hole in the table.
-    req = ExportRequest(combo.model, FORMAT_OF[combo.backend], combo.precision, combo.size,
+    req = ExportRequest(combo.model, FORMAT_OF[combo.backend], combo.precision, combo.size, argmax=combo.argmax,
                         calib=opts.calib if combo.precision == "int8" else None,
                         calib_frames=opts.calib_frames, gate_frames=opts.gate_frames, force=True,
                         out_dir=opts.engines_dir)
     result = export(req, log=log)
     return str(result.path), result.gate
+
+
+def model_latency(backend, size: tuple[int, int], warmup: int, repeats: int) -> dict:
+    """Model-only figures of ``backend.predict_ids`` on a random (3, H, W) frame: the pipeline's
+    timing loop, run for exactly ``repeats`` calls after ``warmup`` untimed ones."""
+    import numpy as np
+
+    from rtseg.pipeline.costs import model_only
+
+    x = np.random.default_rng(0).standard_normal((3, *size), dtype=np.float32)
+    t = model_only(backend, x, warmup=warmup, runs=repeats, budget_s=None, class_ids=True)
+    lat = t["latency_ms"]
+    return {"mean_ms": lat["mean"], "p50_ms": lat["p50"], "p99_ms": lat["p99"], "fps": round(t["fps"], 2)}
 
 
 def _end_to_end(backend, video: str, frames: int, size: tuple[int, int]) -> dict:
@@ -186,10 +201,9 @@ def measure(combo: Combo, opts: SweepOptions, log: Callable[[str], None] = lambd
     """One row of the sweep: figures and ``status`` (see the module docstring)."""
     from rtseg.backends import open_backend
     from rtseg.evaluate import evaluate
-    from rtseg.export.bench_backends import time_backend
 
     row: dict = {"model": Path(combo.model).stem if Path(combo.model).is_file() else combo.model,
-                 "backend": combo.backend, "precision": combo.precision,
+                 "backend": combo.backend, "precision": combo.precision, "argmax": combo.argmax,
                  "size": f"{combo.size[0]}x{combo.size[1]}", "device": opts.device}
     skip = unavailable(combo.backend, combo.precision, opts.device)
     if skip:
@@ -213,9 +227,7 @@ def measure(combo: Combo, opts: SweepOptions, log: Callable[[str], None] = lambd
     row["artifact_mb"] = round(size / 2**20, 2) if size else None
     try:
         log(f"{combo.label}: model-only latency")
-        t = time_backend(backend, combo.size, opts.warmup, opts.repeats)
-        row |= {"mean_ms": round(t["mean_ms"], 2), "p50_ms": round(t["p50_ms"], 2),
-                "p99_ms": round(t["p99_ms"], 2), "fps": round(t["fps"], 2)}
+        row |= model_latency(backend, combo.size, opts.warmup, opts.repeats)
         if dataset is not None:
             log(f"{combo.label}: mIoU on {opts.data}:{opts.split}")
             r = evaluate(backend, dataset, combo.size, limit=opts.limit, progress=False)

@@ -1,4 +1,8 @@
-"""Which runtime ``rtseg run`` uses, and exporting to it on first use.
+"""A model spec -> a runnable backend: which runtime ``rtseg run`` uses, exporting to it on first use.
+
+This sits above both ``backends`` (which only open files) and ``export`` (which builds them): a
+shipped name or weight file is looked up in the export cache by its header and a remembered digest,
+exported on a miss, and the artifact opened; the torch weights are read only to build.
 
 A shipped name or ``.safetensors`` file is a torch model; on a CPU, OpenVINO runs the same network
 2.6x faster (DeepLabv3+: 73 vs 192 ms a frame on the 2-core build machine, same masks to 99.9 %),
@@ -10,39 +14,26 @@ bilinearly and OpenVINO runs it faster, but a preset may still say torch). Expor
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Callable
 
-from rtseg.backends import RUNTIMES, SUFFIXES, open_backend
+from rtseg.backends import open_backend
 from rtseg.backends.base import Backend
 from rtseg.errors import RtsegError
+from rtseg.export.api import ExportRequest, export
+from rtseg.export.cache import engines_dir as cache_dir
 from rtseg.export.gate import DEFAULT_BUDGET
 from rtseg.progress import log_stderr
-
-BACKENDS = ("auto", *RUNTIMES)
-# runtime -> rtseg export --format
-_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "engine"}
-# An export to this runtime needs these packages (the ONNX step included).
-_NEEDS = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "onnxruntime", "openvino"),
-          "tensorrt": ("onnx", "tensorrt")}
-
-
-def _installed(runtime: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in _NEEDS.get(runtime, ()))
+from rtseg.runtimes import BACKEND_CHOICES, FORMAT_OF, SUFFIXES, installed
 
 
 def _preset_runtime(spec: str) -> str:
-    """The ``cpu_runtime`` of a shipped name or a weight file's embedded preset."""
-    if spec.lower().endswith(".safetensors"):
-        from rtseg.checkpoint import load_weights
+    """The ``cpu_runtime`` of a shipped name or a weight file's embedded preset (header only).
 
-        return load_weights(spec)[1].cpu_runtime
-    from rtseg.config import load_preset
-    from rtseg.zoo import check_runnable
+    An unknown name fails listing only the names that run, not every preset file."""
+    from rtseg.zoo import model_header
 
-    check_runnable(spec)  # an unknown name lists only the names that run, not every preset file
-    return load_preset(spec).cpu_runtime
+    return model_header(spec)[0].cpu_runtime
 
 
 def choose_runtime(spec: str, device: str | None, backend: str = "auto", precision: str | None = None) -> str:
@@ -51,8 +42,8 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
     Raises:
         RtsegError: unknown backend, or an exported file asked to run in another runtime.
     """
-    if backend not in BACKENDS:
-        raise RtsegError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend not in BACKEND_CHOICES:
+        raise RtsegError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got '{backend}'")
     own = SUFFIXES.get(Path(spec).suffix.lower())
     if own and own != "torch":  # an exported artifact
         if backend in ("auto", own) or (backend == "openvino" and own == "onnxruntime"):
@@ -64,11 +55,11 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
     if device and device.startswith("cuda"):
         return "torch"  # TensorRT builds take minutes: only on request (--backend tensorrt)
     runtime = _preset_runtime(spec)
-    if runtime != "torch" and _installed(runtime):
+    if runtime != "torch" and installed(runtime):
         return runtime
     if precision == "int8":  # asked for INT8: torch has none, take any CPU runtime that has
-        for other in ("openvino", "onnxruntime"):
-            if _installed(other):
+        for other in DEFAULT_INT8_RUNTIMES:
+            if installed(other):
                 return other
     return "torch"
 
@@ -88,9 +79,8 @@ def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir:
     """The INT8 artifact of ``spec`` when it builds and passes its accuracy gate, else None (the
     caller runs FP32 and says why). Calibrated on ``calib`` if given, else on the shipped frames."""
     from rtseg.assets import CALIB_DIR
-    from rtseg.export.api import ExportRequest, export
 
-    req = ExportRequest(model=spec, format=_FORMAT[runtime], precision="int8", size=size,
+    req = ExportRequest(model=spec, format=FORMAT_OF[runtime], precision="int8", size=size,
                         calib=calib or str(CALIB_DIR), calib_frames=DEFAULT_CALIB_FRAMES,
                         gate_frames=DEFAULT_GATE_FRAMES, max_drop=DEFAULT_MAX_DROP, out_dir=engines_dir)
     try:
@@ -135,9 +125,7 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
                              "(CPU) or tensorrt (GPU)")
         return open_backend(spec, device=device, runtime="torch",
                             **({"precision": precision} if precision != "fp32" else {}))
-    from rtseg.export.api import ExportRequest, export
-
-    req = ExportRequest(model=spec, format=_FORMAT[runtime], precision=precision, size=size,
+    req = ExportRequest(model=spec, format=FORMAT_OF[runtime], precision=precision, size=size,
                         calib=calib, out_dir=engines_dir)
     try:
         result = export(req, log=log)
@@ -145,8 +133,6 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
         # Only the plain default falls back: an explicit backend or precision is a request to honour.
         if backend != "auto" or precision != "fp32":
             if isinstance(e, OSError):
-                from rtseg.export.cache import engines_dir as cache_dir
-
                 raise RtsegError(f"cannot export to {cache_dir(engines_dir)}/: {e.strerror or e}") from None
             raise
         log(f"notice: could not export to {runtime} ({e}); running in torch instead")
