@@ -1,5 +1,6 @@
 """Temporal smoothing: steady input stays as it is, a cut is followed at once, motion is followed
 with flow (and lags without), flicker goes down, live gaps reset the state."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -29,6 +30,21 @@ def test_static_sequence_masks_are_unchanged(mode):
 
 
 @pytest.mark.parametrize("mode", ["ema", "flow"])
+def test_wide_logits_are_averaged_on_the_narrower_grid(mode):
+    image, mask = texture(), blocks()
+    logits = logits_of(mask, noise=0.8)                  # 4 x 120 x 160
+    small = torch.from_numpy(np.stack([cv2.resize(p, (80, 60), interpolation=cv2.INTER_AREA)
+                                       for p in logits[0].numpy()]))[None]
+    want = logits_to_mask(small, (240, 320))
+    smoother = Smoother(mode, 0.3, 4, avg_width=80)
+    for i in range(6):                                   # a steady input: no drift on the small grid
+        out = smoother.update(i, image, logits)
+        assert out.shape == (1, 4, 60, 80)
+        assert np.array_equal(logits_to_mask(out, (240, 320)), want)
+    assert smoother.resets == 0
+
+
+@pytest.mark.parametrize("mode", ["ema", "flow"])
 def test_a_cut_is_followed_within_one_frame(mode):
     a, b = texture(seed=0), 255 - texture(seed=0)  # same structure, every grey level changed
     la, lb = logits_of(blocks(seed=1)), logits_of(blocks(seed=2))
@@ -45,11 +61,12 @@ def test_a_cut_is_followed_within_one_frame(mode):
     assert not np.array_equal(logits_to_mask(steady.update(4, a, lb), (120, 160)), blocks(seed=2))
 
 
-def test_flow_follows_motion_and_denoises_while_ema_lags():
+@pytest.mark.parametrize("avg_width", [160, 80])  # the logits' own grid, and half of it
+def test_flow_follows_motion_and_denoises_while_ema_lags(avg_width):
     base_image, base_mask = texture(), blocks()
     agree = {}
     for mode in ("off", "ema", "flow"):
-        smoother = Smoother(mode, 0.3, 4) if mode != "off" else None
+        smoother = Smoother(mode, 0.3, 4, avg_width=avg_width) if mode != "off" else None
         scores = []
         for t in range(10):  # the scene pans 3 px per frame; the network hesitates every frame
             image, mask = np.roll(base_image, 3 * t, axis=1), np.roll(base_mask, 3 * t, axis=1)

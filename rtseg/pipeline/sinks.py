@@ -110,13 +110,14 @@ def _fallback_notice(fourcc: str) -> None:
 
 
 # libx264 for a process that shares the CPU with the model. Measured on the highway clip (221
-# frames of 960x540, docs/results.md#encoder): preset veryfast crf 20 costs 20 ms of CPU a frame,
-# superfast + zerolatency crf 23 costs 8.5 ms at the same PSNR against the source (43.2 dB) and
-# a 20 % larger file. zerolatency also drops the lookahead and B-frames, so a frame leaves the
+# frames of 960x540, docs/results.md#pipeline): preset veryfast crf 20 costs 20 ms of CPU a frame,
+# ultrafast + zerolatency crf 23 a quarter of that at 42.5 dB PSNR against the source (veryfast:
+# 43.2) in a larger file; on two cores the encoder's CPU is frames the model does not get, so the
+# file size gives way. zerolatency also drops the lookahead and B-frames, so a frame leaves the
 # encoder when it arrives (live recordings end with everything written). Two slice threads: the
 # encoder never needs more than one core here, and on a many-core machine x264's default of
 # 1.5 threads per core would compete with the inference threads.
-X264_LIVE = ("-preset", "superfast", "-tune", "zerolatency", "-crf", "23", "-threads", "2")
+X264_LIVE = ("-preset", "ultrafast", "-tune", "zerolatency", "-crf", "23", "-threads", "2")
 
 
 def _children_cpu_s() -> float | None:
