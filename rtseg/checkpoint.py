@@ -10,7 +10,6 @@ that looks complete.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,11 @@ import torch.nn as nn
 
 from rtseg.config import DatasetConfig, ModelPreset, from_dict
 from rtseg.errors import RtsegError
+from rtseg.io import atomic_output, atomic_write_bytes
 
 
 class CheckpointError(RtsegError):
     """A weight or state file is missing, corrupt, or not an rtseg file."""
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
 def save_weights(path: str | Path, model: nn.Module, preset: ModelPreset, dataset: DatasetConfig,
@@ -37,14 +32,12 @@ def save_weights(path: str | Path, model: nn.Module, preset: ModelPreset, datase
     from safetensors.torch import save
 
     path = Path(path)
-    tmp = _atomic_target(path)
     meta = {"preset": asdict(preset), "dataset": asdict(dataset), "info": info or {}}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # Serialised in memory and written with open(): safetensors' save_file creates its file
     # mode 0600 whatever the umask, so weights for a shared machine or a container came out
     # readable by their owner only.
-    tmp.write_bytes(save(state, metadata={"rtseg": json.dumps(meta)}))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(state, metadata={"rtseg": json.dumps(meta)}))
     return path
 
 
@@ -94,9 +87,8 @@ def _int_keys(d: dict) -> dict:
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Saves training state (tensors, numbers, strings, nested dicts/lists only)."""
     path = Path(path)
-    tmp = _atomic_target(path)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 
-import cv2
 import numpy as np
 import torch
 
@@ -56,8 +55,10 @@ def main() -> None:
         ov = m["pipeline.overlay"]
         sides[side] = (m["pipeline.stages"], backend, ov.Renderer(backend.meta.colors, backend.meta.class_names, ov.Style()))
     from rtseg.assets import SAMPLE_CLIP
-    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
-    frames = [cap.read()[1] for _ in range(100)][::20]
+    from rtseg.pipeline.sources import open_source
+    source = open_source(str(SAMPLE_CLIP), stride=20, max_frames=5)
+    frames = [f.image for f in iter(lambda: source.read(None), None)]
+    source.close()
     rows = {s: {"preprocess": [], "postprocess": [], "overlay": []} for s in sides}
     for image in frames:
         for side, (st, backend, renderer) in sides.items():

@@ -23,6 +23,15 @@ from rtseg.pipeline.sources import SourceError
 SIZE = (64, 96)
 
 
+def write_clip(path, frames: int, step: int):
+    """A lossless (FFV1) 64x48 clip of flat frames, grey level ``step * i``: decodes exactly."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), step * i, np.uint8))
+    writer.release()
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
     yield
@@ -142,11 +151,7 @@ def test_interrupted_run_keeps_finished_frames_and_continues(fake_backend, camvi
 
 
 def test_video_frames_are_named_by_index_and_resume_without_the_model(fake_backend, tmp_path):
-    video = tmp_path / "clip.mkv"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (64, 48))
-    for i in range(4):
-        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
-    writer.release()
+    video = write_clip(tmp_path / "clip.mkv", 4, 60)
     backend = CountingBackend(fake_backend())
     opts = BatchOptions(source=str(video), out=str(tmp_path / "out"), max_frames=3, quiet=True, overlay=False)
     run_batch(opts, backend=backend)
@@ -338,11 +343,7 @@ def test_video_ranges_and_image_runs():
 
 
 def test_several_inputs_from_a_list_file_with_a_corrupt_video(fake_backend, camvid, tmp_path, capsys, monkeypatch):
-    video = tmp_path / "clip.mkv"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (64, 48))
-    for i in range(5):
-        writer.write(np.full((48, 64, 3), 50 * i, np.uint8))
-    writer.release()
+    write_clip(tmp_path / "clip.mkv", 5, 50)
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"# drives\nclip.mkv\n\nbroken.mp4\n{camvid / 'val'}\n")
@@ -361,3 +362,17 @@ def test_several_inputs_from_a_list_file_with_a_corrupt_video(fake_backend, camv
     assert rtseg.cli.main(["batch", "--source", str(listing), "--source", str(tmp_path / "nope.mp4"),
                            "--out", str(out), "--quiet"]) == 2
     assert "source not found" in capsys.readouterr().err
+
+
+def test_a_video_range_past_the_real_end_counts_the_missing_frames_as_failed(fake_backend, tmp_path):
+    from rtseg.batch.inputs import Chunk
+    from rtseg.batch.work import ChunkWorker
+
+    video = write_clip(tmp_path / "clip.mkv", 5, 50)
+    opts = BatchOptions(source=str(video), out=str(tmp_path / "out"), quiet=True, overlay=False)
+    # A container that declared 8 frames: the range 2..8 holds 3 real ones.
+    chunk = Chunk(0, "video", "", str(video), start=2, end=8, total=6)
+    result = ChunkWorker(fake_backend(), opts).run(chunk)
+    assert (result["processed"], result["skipped"], result["failed"], result["error"]) == (3, 0, 3, None)
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["000002.png", "000003.png", "000004.png"]
+    assert len(result["warnings"]) == 1 and "ended after 5 of the 8 frames" in result["warnings"][0]

@@ -23,6 +23,7 @@ import torch
 
 from rtseg.backends.base import Backend, ModelMeta
 from rtseg.errors import RtsegError
+from rtseg.io import atomic_output
 
 MAGIC = b"RTSEGTRT"
 HEADER_VERSION = 1
@@ -61,17 +62,11 @@ def trt_environment() -> dict:
 
 def write_engine(path: str | Path, header: dict, plan: bytes) -> Path:
     """Writes header + plan atomically."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = json.dumps({"version": HEADER_VERSION, **header}, sort_keys=True).encode()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
         f.write(MAGIC + struct.pack("<I", len(blob)) + blob)
         f.write(plan)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def read_engine_header(path: str | Path) -> tuple[dict, int]:

@@ -27,7 +27,7 @@ from typing import Callable
 import cv2
 
 from rtseg.data.datasets import IMAGE_EXTS
-from rtseg.pipeline.sources import LIVE_SCHEMES, SourceError, quiet_stderr
+from rtseg.pipeline.sources import LIVE_SCHEMES, SourceError, check_stems, quiet_stderr
 
 
 @dataclass
@@ -101,16 +101,6 @@ def _image_files(spec: str) -> list[str] | None:
     return [spec] if path.suffix.lower() in IMAGE_EXTS else None
 
 
-def _check_stems(files: list[str], spec: str) -> None:
-    seen: dict[str, str] = {}
-    for f in files:
-        stem = Path(f).stem
-        if stem in seen:
-            raise SourceError(f"two input images of {spec} share the stem '{stem}' ({seen[stem]}, {f}); "
-                              f"their outputs would overwrite each other")
-        seen[stem] = f
-
-
 def probe_video(spec: str) -> int | None:
     """The declared frame count of a video (None if unknown), after decoding its first frame.
 
@@ -153,7 +143,7 @@ def expand_sources(specs: list[str], max_frames: int | None = None,
         files = _image_files(spec)
         if files is not None:
             files = files[:max_frames]
-            _check_stems(files, spec)
+            check_stems(files, spec)
             inputs.append(Input(spec, "images", files=files))
             continue
         try:

@@ -36,9 +36,7 @@ from rtseg.batch.inputs import Chunk, expand_sources, plan_chunks
 from rtseg.batch.options import OVERLAY_EXTS, BatchOptions
 from rtseg.batch.work import STATE_DIR, ChunkWorker, output_dirs, write_image
 from rtseg.errors import RtsegError
-from rtseg.io import atomic_write_bytes
-from rtseg.pipeline.app import write_json
-from rtseg.pipeline.sinks import check_writable, ensure_dir
+from rtseg.io import atomic_write_bytes, check_writable, ensure_dir, write_json
 from rtseg.progress import Progress, log_silent, log_stderr, notice
 
 

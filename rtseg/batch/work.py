@@ -13,7 +13,6 @@ message) but not the job.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,9 +25,9 @@ from rtseg.backends.base import Backend
 from rtseg.batch.crf import dense_crf
 from rtseg.batch.inputs import Chunk
 from rtseg.errors import RtsegError
+from rtseg.io import OutputError, atomic_write_bytes, ensure_dir
 from rtseg.pipeline.overlay import Renderer, Style
-from rtseg.pipeline.sinks import SinkError, ensure_dir, temp_name
-from rtseg.pipeline.sources import VIDEO_RETRIES, quiet_stderr
+from rtseg.pipeline.sources import ImageSource, Source, VideoFileSource
 from rtseg.tta import predict_scores, scores_to_probs
 
 # Hidden folder in OUT for the run's bookkeeping: one claim file per chunk, holding its attempt
@@ -41,16 +40,11 @@ MAX_ATTEMPTS = 3
 
 
 def write_image(path: Path, image: np.ndarray, params: list[int] | tuple = ()) -> None:
-    """Encodes by suffix, writes under :func:`temp_name`, renames: never a partial file."""
+    """Encodes by suffix and writes atomically: never a partial file."""
     ok, data = cv2.imencode(path.suffix, image, list(params))
     if not ok:
-        raise SinkError(f"cannot encode {path.name}")
-    tmp = temp_name(path)
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise SinkError(f"cannot write {path}: {e.strerror}") from None
+        raise OutputError(f"cannot encode {path.name}")
+    atomic_write_bytes(path, data.tobytes())
 
 
 def output_dirs(out: Path, label: str, overlay: bool) -> tuple[Path, Path | None]:
@@ -133,57 +127,37 @@ class ChunkWorker:
         return attempt
 
     def _frames(self, chunk: Chunk, done, result: dict) -> Iterator[tuple[str, np.ndarray | None]]:
-        """``(name, bgr)`` per frame of the chunk, ``bgr`` None where ``done(name)``."""
+        """``(name, bgr)`` per frame of the chunk, ``bgr`` None where ``done(name)``. Frames come
+        from the pipeline's sources; the frames they skip (undecodable) count as failed here."""
         if chunk.kind == "images":
+            todo = []
             for f in chunk.files:
-                name = Path(f).stem
-                if done(name):
-                    yield name, None
-                    continue
-                image = cv2.imread(f, cv2.IMREAD_COLOR)
-                if image is None:
-                    result["failed"] += 1
-                    result["warnings"].append(f"warning: skipped {f}: cannot decode image (corrupt or unsupported format)")
-                    continue
-                yield name, image
+                if done(Path(f).stem):
+                    yield Path(f).stem, None  # finished before: not even decoded
+                else:
+                    todo.append(Path(f))
+            if todo:
+                yield from self._read(ImageSource(todo, chunk.spec), result)
             return
         if chunk.end is not None and all(done(f"{i:06d}") for i in range(chunk.start, chunk.end)):
             result["skipped"] += chunk.end - chunk.start  # finished before: not even decoded
             return
-        yield from self._video_frames(chunk, done, result)
+        source = VideoFileSource(chunk.spec, start=chunk.start, end=chunk.end)
+        for name, image in self._read(source, result):
+            yield name, None if done(name) else image
+        if source.truncated:
+            result["failed"] += source.truncated["declared"] - source.truncated["read"]
 
-    def _video_frames(self, chunk: Chunk, done, result: dict):
-        with quiet_stderr():
-            cap = cv2.VideoCapture(chunk.spec)
+    @staticmethod
+    def _read(source: Source, result: dict) -> Iterator[tuple[str, np.ndarray]]:
+        """Every frame of ``source``; its warnings go to the chunk's result."""
+        source.warn = result["warnings"].append
         try:
-            if not cap.isOpened():
-                raise RtsegError("cannot open video (corrupt or unsupported format)")
-            if chunk.start:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, chunk.start)  # FFmpeg seeks to a key frame and decodes on
-            index = chunk.start
-            while chunk.end is None or index < chunk.end:
-                ok, image = cap.read()
-                bad = 0
-                while not ok and bad < VIDEO_RETRIES:
-                    bad += 1   # a damaged frame consumes a packet: try the next one
-                    ok, image = cap.read()
-                if not ok:
-                    if chunk.end is not None:  # the container declared more frames than it holds
-                        lost = chunk.end - index
-                        result["failed"] += lost
-                        result["warnings"].append(f"warning: {chunk.spec} ended at frame {index}, "
-                                                  f"{lost} declared frame(s) not decodable")
-                    return
-                if bad:
-                    result["failed"] += bad
-                    result["warnings"].append(f"warning: skipped {bad} undecodable frame(s) at frame {index} "
-                                              f"of {chunk.spec}")
-                    index += bad
-                name = f"{index:06d}"
-                index += 1
-                yield name, None if done(name) else image
+            while (frame := source.read(None)) is not None:
+                yield frame.name, frame.image
         finally:
-            cap.release()
+            result["failed"] += source.skipped
+            source.close()
 
     def _process(self, group, masks_dir: Path, overlay_dir: Path | None) -> None:
         """Masks (and overlays) of same-sized frames, written overlay first."""

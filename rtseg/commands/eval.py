@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from rtseg.commands import floats_arg, names_arg, size_arg
-from rtseg.errors import RtsegError
 
 
 def register(sub) -> None:
@@ -30,12 +28,10 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtseg.evaluate import evaluate_model
-    from rtseg.io import atomic_write_text
+    from rtseg.io import atomic_write_text, check_writable
 
     if args.json:  # fail before the long part if the output cannot be written
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        if not Path(args.json).parent.is_dir():
-            raise RtsegError(f"cannot write {args.json}")
+        check_writable(args.json)
     report = evaluate_model(args.model, args.data, args.root, args.split, args.size, args.scales, args.flip,
                             args.limit, args.sequences, args.exclude_sequences)
     print(report.table())

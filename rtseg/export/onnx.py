@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from rtseg.backends.base import ModelMeta
 from rtseg.errors import RtsegError
+from rtseg.io import atomic_output
 
 META_KEY = "rtseg"
 INPUT, LOGITS, IDS = "input", "logits", "ids"
@@ -153,12 +154,9 @@ def save_checked(proto, path: str | Path) -> Path:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejects the exported graph: {_first_line(e)}") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
-    return path
+    with atomic_output(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(path)
 
 
 def ort_session(path: str | Path, threads: int | None = None):

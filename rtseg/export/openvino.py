@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 from rtseg.backends.base import ModelMeta
 from rtseg.backends.openvino_backend import RT_INFO_PATH, import_openvino
 from rtseg.errors import RtsegError
+from rtseg.io import atomic_output
 
 CONV_TYPES = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
               "MatMul")
@@ -33,15 +33,11 @@ def has_nncf() -> bool:
 def save_ir(model, xml_path: str | Path, meta: ModelMeta, fp16_weights: bool = False) -> Path:
     """Embeds ``meta`` and writes the IR atomically (both files renamed into place)."""
     ov = import_openvino()
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
     model.set_rt_info(meta.to_json(), RT_INFO_PATH)
-    tmp = xml_path.with_name(f".{xml_path.stem}.tmp{os.getpid()}.xml")
-    # compress_to_fp16 defaults to True in ov.save_model: an "FP32" IR would silently get FP16 weights.
-    ov.save_model(model, str(tmp), compress_to_fp16=fp16_weights)
-    os.replace(tmp.with_suffix(".bin"), xml_path.with_suffix(".bin"))
-    os.replace(tmp, xml_path)
-    return xml_path
+    with atomic_output(xml_path, also=(".bin",)) as tmp:
+        # compress_to_fp16 defaults to True in ov.save_model: an "FP32" IR would silently get FP16 weights.
+        ov.save_model(model, str(tmp), compress_to_fp16=fp16_weights)
+    return Path(xml_path)
 
 
 def onnx_to_ir(onnx_path: str | Path, xml_path: str | Path, meta: ModelMeta, fp16_weights: bool = False) -> Path:

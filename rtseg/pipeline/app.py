@@ -7,7 +7,6 @@ failed stage) finalizes the outputs and writes the JSON before ``run`` returns o
 """
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,14 @@ import torch
 
 from rtseg import signals
 from rtseg.backends.base import Backend
-from rtseg.io import atomic_write_text
+from rtseg.io import check_writable, write_json
 from rtseg.pipeline import stages
 from rtseg.pipeline.ending import ERROR, SOURCE_LOST
 from rtseg.pipeline.overlay import Renderer, Style, parse_ignore
 from rtseg.pipeline.runner import Pipeline, PipelineError, SourceLost
-from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, SinkError, VideoSink, check_display, check_video_path, check_writable
+from rtseg.pipeline.sinks import DisplaySink, ImageDirSink, VideoSink, check_display, check_video_path
 from rtseg.pipeline.sources import Source, SourceError, open_source
 from rtseg.serve.hub import ServeSink
-from rtseg.errors import RtsegError
 from rtseg.progress import Progress, log_silent, log_stderr, notice
 from rtseg.temporal.pipeline import temporal_parts, temporal_summary
 from rtseg.temporal.smooth import DEFAULT_ALPHA, DEFAULT_HOLD, check_smooth
@@ -68,13 +66,6 @@ class RunOptions:
     costs: bool = True              # after the run: model-only FPS and each stage's CPU ms, measured alone
     serve: str | None = None        # [HOST:]PORT: the live view in a browser (rtseg.serve)
     snapshot_dir: str = "snapshots"  # where the browser's snapshot button writes
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    try:
-        atomic_write_text(path, json.dumps(data, indent=1))
-    except RtsegError as e:
-        raise SinkError(str(e)) from None
 
 
 def run(opts: RunOptions, backend: Backend | None = None, source: Source | None = None) -> dict:

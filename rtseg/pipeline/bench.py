@@ -27,11 +27,12 @@ import torch
 from rtseg.assets import SAMPLE_CLIP
 from rtseg.cpustat import StealMeter
 from rtseg.pipeline import costs, stages
-from rtseg.pipeline.app import RunOptions, run, write_json
+from rtseg.io import write_json
+from rtseg.pipeline.app import RunOptions, run
 from rtseg.pipeline.overlay import Renderer, Style
 from rtseg.pipeline.sinks import VideoSink
 from rtseg.pipeline.sources import Source, SourceError, VideoFileSource, open_source
-from rtseg.pipeline.stats import Stats, percentiles
+from rtseg.pipeline.stats import Stats
 from rtseg.progress import Progress, notice
 
 DEFAULT_CLIP = str(SAMPLE_CLIP)  # the dashcam clip that ships with rtseg

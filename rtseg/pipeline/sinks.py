@@ -29,8 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtseg.errors import RtsegError
-from rtseg.io import atomic_write_bytes
+from rtseg.io import OutputError, atomic_write_bytes, check_writable, ensure_dir, rename_into_place, temp_path
 from rtseg.pipeline.overlay import Style
 from rtseg.pipeline.sources import Frame, quiet_stderr
 from rtseg.progress import notice
@@ -38,33 +37,8 @@ from rtseg.progress import notice
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}  # -> fallback fourcc
 
 
-class SinkError(RtsegError):
+class SinkError(OutputError):
     """An output cannot be created or written."""
-
-
-def temp_name(path: Path) -> Path:
-    """``dir/out.mp4`` -> ``dir/.out.incomplete.mp4``: hidden, clearly unfinished, same suffix (the
-    writers pick the container from it) and same folder (so the final rename is atomic)."""
-    return path.with_name(f".{path.stem}.incomplete{path.suffix}")
-
-
-def ensure_dir(path: Path, what: str) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SinkError(f"cannot create {what} folder {path}: {e.strerror}") from None
-    return path
-
-
-def check_writable(path: Path) -> None:
-    """Creates and removes ``temp_name(path)`` so an unwritable output fails before any work."""
-    ensure_dir(path.parent, "output")
-    tmp = temp_name(path)
-    try:
-        tmp.open("wb").close()
-        tmp.unlink()
-    except OSError as e:
-        raise SinkError(f"cannot write {path}: {e.strerror}") from None
 
 
 def check_video_path(path: Path) -> None:
@@ -72,13 +46,6 @@ def check_video_path(path: Path) -> None:
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise SinkError(f"--output must end in {', '.join(VIDEO_SUFFIXES)}, got '{path.name}'")
     check_writable(path)
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    try:
-        atomic_write_bytes(path, data)
-    except RtsegError as e:
-        raise SinkError(str(e)) from None
 
 
 def ffmpeg_exe() -> str | None:
@@ -227,7 +194,7 @@ class VideoSink:
         self.frames = 0          # frames written to the file (repeats included)
         self.discarded = False   # the unfinished file was removed after a failure of its own
         self._t0 = self._t_last = None
-        self.tmp = temp_name(self.path)
+        self.tmp = temp_path(self.path, unique=False)
         self.exe = ffmpeg_exe()
         self.fourcc = None
         if self.exe is None:
@@ -278,7 +245,7 @@ class VideoSink:
             self.discarded = True
             return
         self.writer.close()
-        os.replace(self.tmp, self.path)
+        rename_into_place(self.tmp, self.path)
 
     def cpu_ms_per_frame(self, mask, view) -> float | None:
         """The encoder's CPU milliseconds per frame over the run (ffmpeg's own process)."""
@@ -303,7 +270,7 @@ class ImageDirSink:
         ok, data = self._encode(frame.mask, frame.view)
         if not ok:
             raise SinkError(f"cannot encode {name}")
-        _atomic_bytes(self.dir / name, data.tobytes())
+        atomic_write_bytes(self.dir / name, data.tobytes())
 
     def cpu_ms_per_frame(self, mask, view) -> float:
         """CPU milliseconds of encoding one image, measured alone (the file write is not counted)."""

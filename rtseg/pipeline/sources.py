@@ -139,33 +139,51 @@ def _count_limit(total: int | None, stride: int, max_frames: int | None) -> int 
 
 
 class VideoFileSource(Source):
-    """A video file, every ``stride``-th frame, at most ``max_frames`` of them."""
+    """A video file, every ``stride``-th frame, at most ``max_frames`` of them.
 
-    def __init__(self, path: str, stride: int = 1, max_frames: int | None = None, strict: bool = False):
+    ``start``/``end`` read only source frames ``start`` up to ``end`` (a chunk of ``rtseg batch``):
+    the file is seeked to ``start``, and every frame short of ``end`` that cannot be decoded is
+    reported, since the caller asked for exactly those.
+    """
+
+    def __init__(self, path: str, stride: int = 1, max_frames: int | None = None, strict: bool = False,
+                 start: int = 0, end: int | None = None):
         self.path, self.stride, self.max_frames, self.strict = path, stride, max_frames, strict
+        self.start, self.end = start, end
         self.description = path
         with quiet_stderr():
             self.cap = cv2.VideoCapture(path)
+            if start and self.cap.isOpened():
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, start)  # FFmpeg seeks to a key frame and decodes on
             ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
         if not self.cap.isOpened():
             raise SourceError(f"cannot open video {path} (corrupt or unsupported format)")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else DEFAULT_FPS
         # The first frame was read above: a zero-frame or undecodable file must fail before the
-        # model is loaded, not as an empty output minutes later.
-        if not ok or first is None:
+        # model is loaded, not as an empty output minutes later. A later chunk that cannot be
+        # read is a damaged part of a file that opened before: reported as its frames are read.
+        if (not ok or first is None) and not start:
             self.cap.release()
             raise SourceError(f"no decodable frame in {path} (zero-frame or corrupt video)")
-        self._pending: np.ndarray | None = first
+        self._pending: np.ndarray | None = first if ok else None
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self._declared = count if count > 0 else None
-        self.total = _count_limit(count if count > 0 else None, stride, max_frames)
-        self.size = first.shape[:2]
-        self._index = 0      # source index of the next frame returned
+        self._container = count if count > 0 else None
+        self._declared = end if end is not None else self._container
+        known = None if self._declared is None else self._declared - start
+        self.total = _count_limit(known, stride, max_frames)
+        self._index = start  # source index of the next frame returned
         self._returned = 0
+
+    @property
+    def position(self) -> int:
+        """Source index of the next frame (after the end: how far decoding got)."""
+        return self._index
 
     def read(self, stop):
         if self.max_frames is not None and self._returned >= self.max_frames:
+            return None
+        if self.end is not None and self._index >= self.end:
             return None
         if self._pending is not None:
             image, self._pending = self._pending, None
@@ -206,15 +224,28 @@ class VideoFileSource(Source):
         return None
 
     def _check_truncated(self) -> None:
-        declared = self._declared
-        read = self._index
-        if declared and declared - read > max(2, TRUNCATION_SLACK * declared):
+        declared, read = self._declared, self._index
+        # A container's count is an estimate (slack); an explicit ``end`` is not.
+        slack = 0 if self.end is not None else max(2, TRUNCATION_SLACK * (declared or 0))
+        if declared and declared - read > slack:
             self.truncated = {"declared": declared, "read": read}
-            self.warn(f"warning: {self.path} ended after {read} of the {declared} frames its container "
+            of = max(self._container or 0, declared)
+            self.warn(f"warning: {self.path} ended after {read} of the {of} frames its container "
                       f"declares (truncated or damaged file)")
 
     def close(self):
         self.cap.release()
+
+
+def check_stems(files: list, spec: str) -> None:
+    """Raises :class:`SourceError` if two images share a file stem: their outputs would collide."""
+    seen: dict[str, object] = {}
+    for f in files:
+        stem = Path(f).stem
+        if stem in seen:
+            raise SourceError(f"two input images of {spec} share the stem '{stem}' ({seen[stem]}, {f}); "
+                              f"their outputs would overwrite each other")
+        seen[stem] = f
 
 
 class ImageSource(Source):
@@ -224,12 +255,7 @@ class ImageSource(Source):
                  strict: bool = False):
         self.strict = strict
         files = files[::stride][:max_frames]
-        seen: dict[str, Path] = {}
-        for f in files:
-            if f.stem in seen:
-                raise SourceError(f"two input images share the stem '{f.stem}' ({seen[f.stem]}, {f}); "
-                                  f"their outputs would overwrite each other")
-            seen[f.stem] = f
+        check_stems(files, description)
         self.files, self.description, self.total = files, description, len(files)
         self._i = 0
 
@@ -356,4 +382,4 @@ def open_source(spec: str, stride: int = 1, max_frames: int | None = None, recon
 
 
 __all__ = ["Frame", "Source", "SourceError", "StreamLost", "VideoFileSource", "ImageSource", "LiveSource",
-           "open_source", "LIVE_SCHEMES", "DEFAULT_FPS"]
+           "open_source", "check_stems", "LIVE_SCHEMES", "DEFAULT_FPS"]

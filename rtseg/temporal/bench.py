@@ -21,6 +21,7 @@ import torch
 from rtseg.backends.base import Backend
 from rtseg.metrics import ConfusionMatrix
 from rtseg.pipeline import stages
+from rtseg.pipeline.sources import VideoFileSource
 from rtseg.temporal.smooth import Smoother
 
 
@@ -87,15 +88,12 @@ def strip(backend: Backend, clip: str, start: int, count: int, modes: Sequence[s
     the pixels whose class changed since the previous frame (white), tiles ``tile_width`` wide."""
     from rtseg.pipeline.overlay import Renderer, Style
 
-    cap = cv2.VideoCapture(clip)
+    source = VideoFileSource(clip, end=start + count)
     frames = []
-    for i in range(start + count):
-        ok, f = cap.read()
-        if not ok:
-            break
-        if i >= start - warmup - 1:
-            frames.append(f)
-    cap.release()
+    while (frame := source.read(None)) is not None:
+        if frame.index >= start - warmup - 1:
+            frames.append(frame.image)
+    source.close()
     renderer = Renderer(backend.meta.colors, backend.meta.class_names, Style("overlay", 0.5, hud=False, legend=False))
     rows = []
     for mode in modes:

@@ -12,8 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from rtseg.errors import RtsegError
-from rtseg.pipeline.app import write_json
+from rtseg.io import atomic_output, atomic_write_text, write_json
 
 COLUMNS = ["model", "backend", "precision", "argmax", "size", "device", "status", "miou", "mean_ms", "p50_ms", "p99_ms",
            "fps", "e2e_fps", "e2e_p50_ms", "e2e_p99_ms", "tc", "changed", "params", "gflops", "artifact_mb", "int8_gate_drop",
@@ -113,23 +112,16 @@ def plot_pareto(rows: list[dict], path: Path, title: str) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
     return True
 
 
 def write_outputs(rows: list[dict], out: str | Path, context: dict) -> dict[str, str]:
     """results.csv, results.json (rows + how they were measured) and pareto.png in ``out``."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".results.csv.tmp"
-        tmp.write_text(to_csv(rows))
-        tmp.replace(out / "results.csv")
-    except OSError as e:
-        raise RtsegError(f"cannot write to {out}: {e.strerror}") from None
+    atomic_write_text(out / "results.csv", to_csv(rows))
     write_json(out / "results.json", {"context": context, "rows": rows})
     written = {"csv": str(out / "results.csv"), "json": str(out / "results.json")}
     title = f"{context.get('machine', '')}  {context.get('data', '')}".strip()
