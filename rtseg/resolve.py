@@ -14,6 +14,7 @@ bilinearly and OpenVINO runs it faster, but a preset may still say torch). Expor
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -64,6 +65,17 @@ def choose_runtime(spec: str, device: str | None, backend: str = "auto", precisi
     return "torch"
 
 
+# OpenVINO requests run side by side on a file (``OpenVinoBackend``'s ``streams``): one per core
+# pair's worth, as measured on 2 cores (84 vs 74 model frames/s, and the stages around the model
+# fit in the CPU time saved: docs/results.md#pipeline). Live sources keep one, for latency.
+FILE_STREAMS = 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _open_artifact(path: str, device: str | None, runtime: str, streams: int) -> Backend:
+    options = {"streams": streams} if runtime == "openvino" and streams > 1 else {}
+    return open_backend(path, device=device, runtime=runtime, **options)
+
+
 # CPU runtimes whose INT8 artifact `rtseg run` uses without being asked: 2.3x faster than their
 # FP32 at the same CamVid val mIoU for the default model (docs/results.md).
 DEFAULT_INT8_RUNTIMES = ("openvino", "onnxruntime")
@@ -75,7 +87,7 @@ DEFAULT_MAX_DROP = DEFAULT_BUDGET  # mIoU points INT8 may lose against FP32 on t
 
 
 def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir: str | None,
-                  log: Callable[[str], None], device: str | None) -> Backend | None:
+                  log: Callable[[str], None], device: str | None, streams: int) -> Backend | None:
     """The INT8 artifact of ``spec`` when it builds and passes its accuracy gate, else None (the
     caller runs FP32 and says why). Calibrated on ``calib`` if given, else on the shipped frames."""
     from rtseg.assets import CALIB_DIR
@@ -90,12 +102,12 @@ def _default_int8(spec: str, runtime: str, size, calib: str | None, engines_dir:
         return None
     log(f"{'using' if result.reused else 'exported'} {result.path} ({runtime}, int8, gate "
         f"{result.gate['drop']:+.2f} mIoU points vs FP32; --precision fp32 opts out)")
-    return open_backend(str(result.path), device=device, runtime=runtime)
+    return _open_artifact(str(result.path), device, runtime, streams)
 
 
 def open_for_run(spec: str, device: str | None = None, backend: str = "auto", precision: str | None = None,
                  size: tuple[int, int] | None = None, calib: str | None = None, engines_dir: str | None = None,
-                 log: Callable[[str], None] = log_stderr) -> Backend:
+                 log: Callable[[str], None] = log_stderr, streams: int = 1) -> Backend:
     """Opens ``spec`` for the live pipeline, exporting (once, cached) when the runtime needs it.
 
     ``precision=None`` means INT8 for a torch model on a CPU runtime that has it (built once,
@@ -104,18 +116,19 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
     explicit precision that an exported file does not have is an error, not ignored.
     With ``backend="auto"`` a failed export is reported and the model runs in torch instead, so
     that the default command works wherever torch does; an explicit backend fails loudly.
+    ``streams``: OpenVINO requests run side by side (:data:`FILE_STREAMS` for files, 1 for live).
     """
     runtime = choose_runtime(spec, device, backend, precision)
     own = SUFFIXES.get(Path(spec).suffix.lower())
     if own and own != "torch":
-        opened = open_backend(spec, device=device, runtime=runtime)
+        opened = _open_artifact(spec, device, runtime, streams)
         if precision is not None and opened.meta.precision != precision:
             raise RtsegError(f"{spec} was exported as {opened.meta.precision}; --precision {precision} cannot "
                              f"change that: pass the torch model (rtseg exports it) or "
                              f"rtseg export --precision {precision}")
         return opened
     if precision is None and runtime in DEFAULT_INT8_RUNTIMES and not (device or "cpu").startswith("cuda"):
-        opened = _default_int8(spec, runtime, size, calib, engines_dir, log, device)
+        opened = _default_int8(spec, runtime, size, calib, engines_dir, log, device, streams)
         if opened is not None:
             return opened
     precision = precision or "fp32"
@@ -139,4 +152,4 @@ def open_for_run(spec: str, device: str | None = None, backend: str = "auto", pr
         return open_backend(spec, device=device, runtime="torch")
     gate = f", INT8 gate: {result.gate['drop']:+.2f} mIoU points vs FP32" if result.gate else ""
     log(f"{'using' if result.reused else 'exported'} {result.path} ({runtime}, {precision}{gate})")
-    return open_backend(str(result.path), device=device, runtime=runtime)
+    return _open_artifact(str(result.path), device, runtime, streams)

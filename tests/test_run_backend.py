@@ -5,6 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import CLIP
 
 from rtseg import resolve
@@ -171,3 +172,20 @@ def test_a_refused_int8_gate_runs_fp32_with_a_notice(tiny_enet, tmp_path, monkey
     notices = [line for line in lines if line.startswith("notice:")]
     assert notices and notices[0].startswith("notice: INT8 not used (INT8 accuracy gate: mIoU drop"), lines
     assert not any(p.name.endswith(".xml") and "int8" in p.name for p in tmp_path.iterdir())
+
+
+def test_openvino_streams_run_two_frames_at_once_with_the_same_output(tiny_enet, tmp_path):
+    """Files get two OpenVINO requests side by side (`rtseg run` keeps both busy); a camera one."""
+    def opened(streams):
+        return resolve.open_for_run(str(tiny_enet), "cpu", "openvino", precision="fp32", size=SIZE,
+                                    engines_dir=str(tmp_path), log=lambda _: None, streams=streams)
+    one, two = opened(1), opened(2)
+    assert one.inflight == 1 and two.inflight == 2
+    xs = [np.random.default_rng(i).standard_normal((1, 3, *SIZE)).astype(np.float32) for i in range(4)]
+    pending, outs = [two.submit(xs[0]), two.submit(xs[1])], []
+    for x in xs[2:]:
+        outs.append(pending.pop(0)())
+        pending.append(two.submit(x))
+    outs += [p() for p in pending]
+    for x, out in zip(xs, outs):
+        assert torch.allclose(out, one.infer(x), atol=1e-4)

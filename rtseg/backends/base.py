@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 import numpy as np
 import torch
@@ -91,6 +92,10 @@ class Backend(ABC):
 
     meta: ModelMeta
     runtime: str = "?"
+    # How many frames the runtime can work on at once (OpenVINO streams). The pipeline keeps this
+    # many submitted for files; a model that runs several one-thread requests side by side wastes
+    # less CPU at its threads' barriers than one request spread over every core.
+    inflight: int = 1
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> torch.Tensor:
@@ -100,6 +105,15 @@ class Backend(ABC):
             Logits (N, C, H, W) float32 on the CPU, or, when ``meta.argmax_in_graph``, class ids
             (N, H, W) uint8.
         """
+
+    def submit(self, batch: np.ndarray) -> Callable[[], torch.Tensor]:
+        """Starts :meth:`infer` on ``batch``; the returned callable waits for its output.
+
+        At most :attr:`inflight` submissions may be pending, and each is collected before a later
+        one: results come back in order. This default runs the batch at once.
+        """
+        out = self.infer(batch)
+        return lambda: out
 
     def predict_ids(self, batch: np.ndarray) -> torch.Tensor:
         """Class ids (N, H, W) int64 for either kind of artifact."""

@@ -6,6 +6,7 @@ opened here as well as in ONNX Runtime.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,6 +41,11 @@ class OpenVinoBackend(Backend):
         device: OpenVINO device name; ``cpu`` maps to ``CPU``.
         hint: ``LATENCY`` (one request at a time, the right choice for a frame loop) or
             ``THROUGHPUT`` (parallel streams, for batch work).
+        streams: with ``streams > 1``, that many requests run side by side (``THROUGHPUT`` with
+            ``NUM_STREAMS``, the CPU's threads split between them) and :meth:`submit` keeps them
+            busy. On 2 cores of an AMX Xeon the default model's INT8 IR gave 84 frames/s with
+            2 streams against 74 with one 2-thread request, at 23 instead of 27 CPU ms a frame;
+            each frame's own latency doubles, so live sources keep one stream.
         inference_precision: OpenVINO's ``INFERENCE_PRECISION_HINT``. Default: ``f32`` for FP32 and
             INT8 artifacts, OpenVINO's own choice for FP16 ones. The CPU plugin's own default is
             bf16 wherever the CPU has bf16 instructions (AVX512_BF16, AMX), which silently turns
@@ -50,7 +56,7 @@ class OpenVinoBackend(Backend):
     runtime = "openvino"
 
     def __init__(self, path: str | Path, device: str = "cpu", hint: str = "LATENCY",
-                 inference_precision: str | None = None):
+                 inference_precision: str | None = None, streams: int = 1):
         ov = import_openvino()
         path = Path(path)
         if not path.is_file():
@@ -73,6 +79,8 @@ class OpenVinoBackend(Backend):
             raise RtsegError(f"OpenVINO device '{device}' not available here; "
                              f"available: {', '.join(core.available_devices)}")
         config = {"PERFORMANCE_HINT": hint}
+        if streams > 1:
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=int(streams))
         if inference_precision is None and self.meta.precision in ("fp32", "int8"):
             inference_precision = "f32"
         if inference_precision:
@@ -82,7 +90,10 @@ class OpenVinoBackend(Backend):
         except RuntimeError as e:
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             raise RtsegError(f"OpenVINO cannot compile {path}: {lines[-1][:200] if lines else e}") from None
-        self.request = self.compiled.create_infer_request()
+        self.requests = [self.compiled.create_infer_request() for _ in range(max(1, int(streams)))]
+        self.request = self.requests[0]
+        self.inflight = len(self.requests)
+        self._next = 0
         shape = self.compiled.inputs[0].partial_shape
         self.fixed_batch = shape[0].get_length() if shape[0].is_static else None
         self.path = path
@@ -92,6 +103,20 @@ class OpenVinoBackend(Backend):
         if self.fixed_batch and len(x) != self.fixed_batch:
             return torch.cat([self._run(x[i:i + self.fixed_batch]) for i in range(0, len(x), self.fixed_batch)])
         return self._run(x)
+
+    def submit(self, batch: np.ndarray) -> Callable[[], torch.Tensor]:
+        x = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
+        if self.inflight == 1 or (self.fixed_batch and len(x) != self.fixed_batch):
+            return super().submit(x)
+        request = self.requests[self._next]
+        self._next = (self._next + 1) % self.inflight
+        request.wait()  # collected already by the caller's contract; a no-op then
+        request.start_async({0: x})  # copies the input: the caller may reuse its array
+
+        def result() -> torch.Tensor:
+            request.wait()
+            return torch.from_numpy(request.get_output_tensor(0).data.copy())
+        return result
 
     def _run(self, x: np.ndarray) -> torch.Tensor:
         # The request owns its output buffer and reuses it on the next call: copy it out.

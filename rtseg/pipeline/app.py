@@ -103,10 +103,11 @@ def run(opts: RunOptions, backend: Backend | None = None, source: Source | None 
     progress = pipeline = None
     try:
         if backend is None:
-            from rtseg.resolve import open_for_run
+            from rtseg.resolve import FILE_STREAMS, open_for_run
 
             backend = open_for_run(opts.model, opts.device, opts.backend, opts.precision, opts.size, opts.calib,
-                                   opts.engines_dir, log=log_silent if opts.quiet else log_stderr)
+                                   opts.engines_dir, log=log_silent if opts.quiet else log_stderr,
+                                   streams=1 if source.live else FILE_STREAMS)
         signals.check()  # a signal during loading ends here, even if a library swallowed its exception
         meta = backend.meta
         renderer = Renderer(meta.colors, meta.class_names, style, parse_ignore(opts.ignore_class, meta.class_names))
@@ -185,7 +186,7 @@ def _costs(opts: RunOptions, pipeline: Pipeline, backend: Backend, renderer: Ren
         alone = costs.model_only(backend, tensor)
         decode = None if pipeline.source.live else costs.decode_cost(opts.source)
         cpu = costs.stage_costs(backend, renderer, last.image, opts.size, pipeline.stats.hud_text(),
-                                alone["cpu_ms"], sinks, decode)
+                                alone["cpu_ms"], sinks, decode, pipeline.draw)
     except Exception as e:  # noqa: BLE001 - a measurement must never cost the run its JSON
         notice(f"model-only FPS and stage costs not measured: {type(e).__name__}: {e}")
         return none

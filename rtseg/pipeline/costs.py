@@ -17,6 +17,7 @@ from the kernel's accounting of the finished ffmpeg process.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 import torch
@@ -32,25 +33,41 @@ WARMUP, MIN_RUNS, MAX_RUNS, BUDGET_S = 3, 5, 30, 1.5
 
 def model_only(backend: Backend, tensor: np.ndarray, warmup: int = WARMUP, runs: int = MAX_RUNS,
                budget_s: float | None = BUDGET_S, min_runs: int = MIN_RUNS, class_ids: bool = False) -> dict:
-    """``backend.infer`` alone on one preprocessed frame: {fps, latency_ms, cpu_ms, runs}.
+    """The model alone on one preprocessed frame: {fps, latency_ms, cpu_ms, runs, inflight}.
 
-    ``fps`` is 1000 / mean latency; ``cpu_ms`` the CPU time per run over all threads. With
-    ``class_ids`` the timed call is ``predict_ids`` (network + argmax, for logits and argmax-in-graph
+    Run as the pipeline runs it: ``backend.inflight`` frames submitted at a time (one for most
+    runtimes), so ``fps`` is frames over elapsed time and ``latency_ms`` each frame's submission
+    to result; ``cpu_ms`` is the CPU time per frame over all threads. With ``class_ids`` the timed
+    call is ``predict_ids`` one frame at a time (network + argmax, for logits and argmax-in-graph
     artifacts alike), which is what answers whether putting argmax in the graph pays.
     """
-    step = (lambda: backend.predict_ids(tensor[None])) if class_ids else (lambda: stages.infer(backend, tensor))
+    depth = 1 if class_ids else max(1, backend.inflight)
+    if class_ids:
+        def submit():
+            out = backend.predict_ids(tensor[None])
+            return lambda: out
+    else:
+        def submit():
+            return stages.submit(backend, tensor)
     for _ in range(warmup):
-        step()
+        submit()()
     times: list[float] = []
+    pending: deque = deque()
     cpu0, start = time.process_time(), time.perf_counter()
-    while len(times) < runs and (budget_s is None or len(times) < min_runs
-                                 or time.perf_counter() - start < budget_s):
-        t = time.perf_counter()
-        step()
+    while len(times) + len(pending) < runs and (budget_s is None or len(times) < min_runs
+                                                or time.perf_counter() - start < budget_s):
+        pending.append((time.perf_counter(), submit()))
+        if len(pending) >= depth:
+            t, result = pending.popleft()
+            result()
+            times.append((time.perf_counter() - t) * 1000)
+    while pending:
+        t, result = pending.popleft()
+        result()
         times.append((time.perf_counter() - t) * 1000)
-    cpu = (time.process_time() - cpu0) * 1000 / len(times)
-    lat = percentiles(times)
-    return {"fps": round(1000 / lat["mean"], 3), "latency_ms": lat, "cpu_ms": round(cpu, 2), "runs": len(times)}
+    elapsed, cpu = time.perf_counter() - start, (time.process_time() - cpu0) * 1000 / len(times)
+    return {"fps": round(len(times) / elapsed, 3), "latency_ms": percentiles(times), "cpu_ms": round(cpu, 2),
+            "runs": len(times), "inflight": depth}
 
 
 def _cpu_ms(fn, *args, runs: int = 5) -> float:
@@ -63,13 +80,15 @@ def _cpu_ms(fn, *args, runs: int = 5) -> float:
 
 
 def stage_costs(backend: Backend, renderer, image: np.ndarray, size, hud_text: str | None,
-                inference_cpu_ms: float, sinks: list = (), decode_ms: float | None = None) -> dict:
+                inference_cpu_ms: float, sinks: list = (), decode_ms: float | None = None,
+                draw: bool = True) -> dict:
     """CPU ms per frame of each stage, each measured alone on ``image`` (the last frame).
 
     Args:
         inference_cpu_ms: from :func:`model_only` (the same loop gives it).
         sinks: the run's sinks; each one with a ``cpu_ms_per_frame()`` reports its own cost.
         decode_ms: the source's decoding cost, when it could be measured (files).
+        draw: whether the run drew the overlay (None for its cost otherwise).
     """
     tensor = stages.preprocess(backend, image, size)
     with torch.inference_mode():
@@ -81,7 +100,7 @@ def stage_costs(backend: Backend, renderer, image: np.ndarray, size, hud_text: s
             "preprocess": _cpu_ms(stages.preprocess, backend, image, size),
             "inference": inference_cpu_ms,
             "postprocess": _cpu_ms(stages.to_mask, backend, output, hw),
-            "overlay": _cpu_ms(renderer.render, image, mask, hud_text),
+            "overlay": _cpu_ms(renderer.render, image, mask, hud_text) if draw else None,
         }
     view = renderer.render(image, mask, hud_text)
     sink_ms = [s.cpu_ms_per_frame(mask, view) for s in sinks if hasattr(s, "cpu_ms_per_frame")]

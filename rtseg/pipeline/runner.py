@@ -2,7 +2,9 @@
 
 One thread per stage, joined by bounded ``queue.Queue``s, so while the network runs on frame t the
 capture thread decodes t+2, preprocessing resizes t+1 and the sinks encode t-1; on two cores the
-end-to-end rate approaches the model-only rate instead of being their sum. OpenCV, numpy and
+end-to-end rate approaches the model-only rate instead of being their sum. A backend that runs
+several requests at once (``Backend.inflight``, OpenVINO streams) gets that many frames of a file
+at a time from the inference thread, which still passes them on in order. OpenCV, numpy and
 torch release the GIL inside their kernels, which is what lets Python threads overlap here.
 
 Frame policy:
@@ -28,6 +30,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 import torch
@@ -111,6 +114,9 @@ class Pipeline:
         self.error: tuple[str, BaseException] | None = None
         self.lost: str | None = None  # why the source was lost, if it was
         self.last: Frame | None = None  # the last frame the sinks wrote
+        # The overlay is drawn only for a sink that shows or stores it (a sink says
+        # ``needs_view = False`` otherwise): masks alone save its 3 ms of CPU a frame.
+        self.draw = any(getattr(s, "needs_view", True) for s in sinks)
         self._lock = threading.Lock()
 
     # -- queue helpers -------------------------------------------------------------------------
@@ -183,8 +189,7 @@ class Pipeline:
 
     def _stage(self, q_in: queue.Queue, q_out: queue.Queue, name: str, work: Callable[[Frame], None],
                newest: bool = False) -> None:
-        if name != "inference":
-            yield_to_inference()
+        yield_to_inference()
         try:
             while (frame := self._get(q_in)) is not SENTINEL:
                 work(frame)
@@ -206,16 +211,41 @@ class Pipeline:
     def _preprocess(self, frame: Frame) -> None:
         frame.tensor = self._timed(frame, "preprocess", stages.preprocess, self.backend, frame.image, self.size)
 
-    def _infer(self, frame: Frame) -> None:
-        frame.logits = self._timed(frame, "inference", stages.infer, self.backend, frame.tensor)
-        frame.tensor = None
+    def _inference(self) -> None:
+        """Keeps up to ``backend.inflight`` frames in the model (one for live sources, whose newest
+        frame should not wait behind another) and passes them on in order; a frame's inference
+        time runs from its submission to its result."""
+        q_in, q_out = self.queues[1], self.queues[2]
+        depth = 1 if self.source.live else max(1, self.backend.inflight)
+        pending: deque = deque()
+
+        def collect() -> bool:
+            frame, started, result = pending.popleft()
+            frame.logits = result()
+            frame.times["inference"] = (time.perf_counter() - started) * 1000
+            return self._put(q_out, frame)
+
+        try:
+            while (frame := self._get(q_in)) is not SENTINEL:
+                pending.append((frame, time.perf_counter(), stages.submit(self.backend, frame.tensor)))
+                frame.tensor = None
+                if len(pending) >= depth and not collect():
+                    break
+            while pending and not self.abort.is_set():
+                if not collect():
+                    break
+        except BaseException as e:  # noqa: BLE001
+            self._fail("inference", e)
+        finally:
+            self._put(q_out, SENTINEL)
 
     def _postprocess(self, frame: Frame) -> None:
         with torch.inference_mode():
             frame.mask = self._timed(frame, "postprocess", self._to_mask, frame)
         frame.logits = None
-        frame.view = self._timed(frame, "overlay", self.renderer.render, frame.image, frame.mask,
-                                 self.stats.hud_text())
+        if self.draw:
+            frame.view = self._timed(frame, "overlay", self.renderer.render, frame.image, frame.mask,
+                                     self.stats.hud_text())
 
     def _to_mask(self, frame: Frame):
         output = frame.logits
@@ -275,7 +305,7 @@ class Pipeline:
                    for name, fn, args in (
                        ("capture", self._capture, ()),
                        ("preprocess", self._stage, (q[0], q[1], "preprocess", self._preprocess, self.source.live)),
-                       ("inference", self._stage, (q[1], q[2], "inference", self._infer)),
+                       ("inference", self._inference, ()),
                        ("postprocess", self._stage, (q[2], q[3], "postprocess", self._postprocess)),
                        ("sink", self._sink, ()))]
         self.stats.start()

@@ -259,6 +259,7 @@ class ImageDirSink:
     def __init__(self, directory: str | Path, kind: str):
         self.dir = ensure_dir(Path(directory), "--save-masks" if kind == "mask" else "--save-overlay")
         self.kind = kind
+        self.needs_view = kind != "mask"  # masks alone: the pipeline skips drawing the overlay
 
     def _encode(self, mask: np.ndarray, view: np.ndarray):
         if self.kind == "mask":

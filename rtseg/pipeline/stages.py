@@ -5,6 +5,8 @@ threaded pipeline run exactly the same code.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 import torch
@@ -23,6 +25,11 @@ def infer(backend: Backend, tensor: np.ndarray) -> torch.Tensor:
     """(3, h, w) -> logits (1, C, h, w) (or ids (1, h, w), see :func:`to_mask`); batch size 1,
     the latency-optimal choice for live video."""
     return backend.infer(tensor[None])
+
+
+def submit(backend: Backend, tensor: np.ndarray) -> Callable[[], torch.Tensor]:
+    """:func:`infer` started in the background (see ``Backend.submit``); call the result to wait."""
+    return backend.submit(tensor[None])
 
 
 def logits_to_mask(logits: torch.Tensor, out_hw: tuple[int, int]) -> np.ndarray:

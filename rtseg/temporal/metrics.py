@@ -106,6 +106,8 @@ class FlickerMeter:
                 "changed": round(100 * float(np.mean(self.changed)), 4) if self.changed else None}
 
     # The pipeline's sink interface: the meter runs in the sink thread, after the other sinks.
+    needs_view = False
+
     def write(self, frame) -> None:
         self.update(frame.image, frame.mask)
 
