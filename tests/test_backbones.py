@@ -1,4 +1,4 @@
-"""Backbone contract and the EfficientNet-Lite0 ImageNet loader against the reference package."""
+"""Backbone contract and the EfficientNet-Lite0/Lite2 ImageNet loaders against the reference package."""
 import sys
 
 import pytest
@@ -34,26 +34,32 @@ def test_mobilenetv2_has_no_offline_weights():
         build_backbone("mobilenetv2", pretrained=True)
 
 
-def test_lite0_checkpoint_maps_every_tensor():
-    ckpt = pretrained_state_dict(0)
-    model = EfficientNetLiteClassifier(0)
+# Tensors in each ImageNet checkpoint: 16 MBConv blocks for Lite0, 19 (depth x1.2) for Lite2.
+CHECKPOINT_TENSORS = {0: 296, 2: 386}
+
+
+@pytest.mark.parametrize("variant", [0, 2])
+def test_lite_checkpoint_maps_every_tensor(variant):
+    ckpt = pretrained_state_dict(variant)
+    model = EfficientNetLiteClassifier(variant)
     mapping = checkpoint_key_map(model)
-    assert len(ckpt) == 296
+    assert len(ckpt) == CHECKPOINT_TENSORS[variant]
     assert set(mapping.values()) == set(ckpt)             # nothing unexpected
     assert set(mapping) == set(model.state_dict())        # nothing missing
     for ours, theirs in mapping.items():
         assert model.state_dict()[ours].shape == ckpt[theirs].shape, ours
 
 
-def test_lite0_features_equal_reference_implementation():
+@pytest.mark.parametrize("variant", [0, 2])
+def test_lite_features_equal_reference_implementation(variant):
     import efficientnet_lite_pytorch as ref_pkg  # test-only dependency (extra "dev")
     torch.manual_seed(0)
-    ours = EfficientNetLiteClassifier(0)
+    ours = EfficientNetLiteClassifier(variant)
     load_pretrained(ours)
     ours.eval()
     # image_size=None makes the reference pad "SAME" dynamically for any input size.
-    ref = ref_pkg.EfficientNet.from_name("efficientnet-lite0", image_size=None).eval()
-    ref.load_state_dict(pretrained_state_dict(0), strict=True)
+    ref = ref_pkg.EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=None).eval()
+    ref.load_state_dict(pretrained_state_dict(variant), strict=True)
     for size in [(224, 224), (97, 131)]:
         x = torch.randn(2, 3, *size)
         with torch.no_grad():
@@ -69,10 +75,13 @@ def _ref_last_block(ref, x):
     return x
 
 
-def test_pretrained_weights_reach_the_segmentation_backbone():
-    net = build_backbone("efficientnet_lite0", 16, pretrained=True)
-    ckpt = pretrained_state_dict(0)
+@pytest.mark.parametrize("variant", [0, 2])
+def test_pretrained_weights_reach_the_segmentation_backbone(variant):
+    net = build_backbone(f"efficientnet_lite{variant}", 16, pretrained=True)
+    ckpt = pretrained_state_dict(variant)
     torch.testing.assert_close(net.stages[0][0][0].weight, ckpt["_conv_stem.weight"])
+    last = sum(1 for m in net.modules() if type(m).__name__ == "MBConv") - 1
+    torch.testing.assert_close(net.stages[4][-1].project[0].weight, ckpt[f"_blocks.{last}._project_conv.weight"])
 
 
 def test_pretrained_without_package_is_a_clear_error(monkeypatch):
