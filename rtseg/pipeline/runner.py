@@ -237,6 +237,13 @@ class Pipeline:
         except BaseException as e:  # noqa: BLE001
             self._fail("inference", e)
         finally:
+            # After an abort, frames may still be in the runtime: wait for them (one inference at
+            # most), so that no request is still writing when the backend is released.
+            for _frame, _started, result in pending:
+                try:
+                    result()
+                except BaseException:  # noqa: BLE001 - the run has already failed or stopped
+                    pass
             self._put(q_out, SENTINEL)
 
     def _postprocess(self, frame: Frame) -> None:
