@@ -1,4 +1,6 @@
 """`rtseg run --backend/--precision`: which runtime a model runs in, and exporting to it on first use."""
+import ctypes
+import gc
 import os
 from pathlib import Path
 
@@ -189,3 +191,34 @@ def test_openvino_streams_run_two_frames_at_once_with_the_same_output(tiny_enet,
     outs += [p() for p in pending]
     for x, out in zip(xs, outs):
         assert torch.allclose(out, one.infer(x), atol=1e-4)
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _signal_stack_is_usable() -> bool:
+    """The calling thread's alternate signal stack is off, or lies in writable mapped memory."""
+    ss = _SignalStack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(ss)) == 0
+    if ss.ss_flags & 2 or not ss.ss_sp:  # SS_DISABLE
+        return True
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        if lo <= ss.ss_sp and ss.ss_sp + ss.ss_size <= hi:
+            return line.split()[1].startswith("rw")
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_backends_closed_in_the_order_they_opened_leave_a_usable_signal_stack(tiny_enet, tmp_path):
+    """OpenVINO's CPU plugin swaps the thread's signal stack for its own on AMX CPUs; two of them
+    closed first-in-first-out left it pointing at unmapped memory, and the next signal (a
+    subprocess ending, Ctrl-C) killed the process with SIGSEGV."""
+    opened = [resolve.open_for_run(str(tiny_enet), "cpu", "openvino", precision="fp32", size=SIZE,
+                                   engines_dir=str(tmp_path), log=lambda _: None, streams=n)
+              for n in (1, 2)]
+    while opened:
+        opened.pop(0)
+        gc.collect()
+        assert _signal_stack_is_usable()

@@ -5,6 +5,7 @@ opened here as well as in ONNX Runtime.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +25,20 @@ def import_openvino():
     except ImportError:
         raise RtsegError('OpenVINO is not installed: pip install "rtseg[openvino]"') from None
     return openvino
+
+
+@lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one ``ov.Core``, kept until exit.
+
+    OpenVINO's CPU plugin (one per ``Core``) gives the thread that creates it an alternate signal
+    stack big enough for AMX state, and on destruction puts back the stack it found and unmaps its
+    own. Two cores freed in the order they were made leave the thread's signal stack pointing at
+    unmapped memory, and the next signal with a handler (Ctrl-C, a subprocess ending) kills the
+    process with SIGSEGV: seen on a 2-core AMX Xeon after two backends were opened and closed.
+    One core that lives as long as the process cannot do that, and it is OpenVINO's advice anyway.
+    """
+    return import_openvino().Core()
 
 
 def read_ir_meta(model, where: str) -> ModelMeta:
@@ -57,13 +72,12 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, path: str | Path, device: str = "cpu", hint: str = "LATENCY",
                  inference_precision: str | None = None, streams: int = 1):
-        ov = import_openvino()
         path = Path(path)
         if not path.is_file():
             raise RtsegError(f"model file not found: {path}")
         if hint not in HINTS:
             raise RtsegError(f"OpenVINO performance hint must be one of {HINTS}, got '{hint}'")
-        core = ov.Core()
+        core = openvino_core()
         try:
             model = core.read_model(str(path))
         except RuntimeError as e:

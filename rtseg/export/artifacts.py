@@ -16,10 +16,10 @@ def read_meta(path: str | Path) -> ModelMeta:
 
         return read_onnx_meta(path)
     if path.suffix == ".xml":
-        from rtseg.backends.openvino_backend import import_openvino, read_ir_meta
+        from rtseg.backends.openvino_backend import openvino_core, read_ir_meta
 
         try:
-            model = import_openvino().Core().read_model(str(path))
+            model = openvino_core().read_model(str(path))
         except RuntimeError as e:
             raise RtsegError(f"OpenVINO cannot read {path}: {str(e).splitlines()[0]}") from None
         return read_ir_meta(model, str(path))
@@ -34,10 +34,10 @@ def restamp(src: str | Path, dst: str | Path, meta: ModelMeta) -> Path:
     """Writes ``src`` (ONNX or IR) to ``dst`` with ``meta`` as its metadata."""
     src = Path(src)
     if src.suffix == ".xml":
-        from rtseg.backends.openvino_backend import import_openvino
+        from rtseg.backends.openvino_backend import openvino_core
         from rtseg.export.openvino import save_ir
 
-        return save_ir(import_openvino().Core().read_model(str(src)), dst, meta)
+        return save_ir(openvino_core().read_model(str(src)), dst, meta)
     import onnx
 
     from rtseg.export.onnx import save_checked, set_meta

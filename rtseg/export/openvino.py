@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from rtseg.backends.base import ModelMeta
-from rtseg.backends.openvino_backend import RT_INFO_PATH, import_openvino
+from rtseg.backends.openvino_backend import RT_INFO_PATH, import_openvino, openvino_core
 from rtseg.errors import RtsegError
 from rtseg.io import atomic_output
 
@@ -110,5 +110,4 @@ def quantize_nncf(onnx_path: str | Path, xml_path: str | Path, meta: ModelMeta, 
 
 def ir_float_report(xml_path: str | Path) -> dict:
     """``float_nodes`` of an existing IR (e.g. converted from an ORT QDQ model)."""
-    ov = import_openvino()
-    return {"float_nodes": float_ops(ov.Core().read_model(str(xml_path)))}
+    return {"float_nodes": float_ops(openvino_core().read_model(str(xml_path)))}
