@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--root", default="../shared/data/camvid", help="CamVid (default ../shared/data/camvid)")
     ap.add_argument("--epochs", help="override every stage's epochs (a quick check of the chain)")
     ap.add_argument("--threads", help="torch intra-op threads")
+    ap.add_argument("--amp", choices=["bf16", "fp32"], help="every stage's precision (default: each config's own)")
+    ap.add_argument("--grad-clip", help="every stage's gradient-norm clip (default: each config's own)")
     args = ap.parse_args()
 
     suffix = f"_holdout-{args.holdout}" if args.holdout else f"_{args.train_split.replace('+', '-')}"
@@ -55,6 +57,8 @@ def main() -> None:
     common += ["--holdout", args.holdout] if args.holdout else ["--train-split", args.train_split]
     common += ["--epochs", args.epochs] if args.epochs else []
     common += ["--threads", args.threads] if args.threads else []
+    common += ["--amp", args.amp] if args.amp else []
+    common += ["--grad-clip", args.grad_clip] if args.grad_clip else []
     out = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
     previous = None
     for stage in RECIPES[args.model]:

@@ -145,6 +145,21 @@ def test_train_split_and_init_from_flags_make_a_second_stage_of_a_final_run(tmp_
     assert second["init_from"] == str(first / "best.safetensors")
 
 
+def test_amp_and_grad_clip_flags_override_the_config(tmp_path, capsys):
+    _frames(tmp_path / "data")
+    cfg = {k: v for k, v in vars(_cfg(tmp_path, epochs=1)).items()}
+    cfg.update(amp="bf16", grad_clip=None)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--amp", "fp32", "--grad-clip", "5"]) == 0
+    saved = json.loads((tmp_path / "runs" / "ho" / "config.json").read_text())
+    assert saved["amp"] is None and saved["grad_clip"] == 5.0
+    history = json.loads((tmp_path / "runs" / "ho" / "history.json").read_text())
+    assert history[0]["skipped_steps"] == 0  # the clip ran (only clipped runs count skips)
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(path), "--amp", "fp16"])
+
+
 def test_eval_scores_only_the_drives_asked_for(tmp_path, capsys):
     _frames(tmp_path / "data")
     fit(_cfg(tmp_path, epochs=1), progress=False)

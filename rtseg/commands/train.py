@@ -22,6 +22,12 @@ def register(sub) -> None:
                    help="override the config's init_from weights (e.g. a later stage of a held-out run "
                         "starting from that run's earlier stage)")
     p.add_argument("--threads", type=int, metavar="N", help="override the torch intra-op thread count")
+    p.add_argument("--amp", choices=["bf16", "fp32"],
+                   help="override the config's precision: bf16 autocast (about 2x faster steps on CPUs with "
+                        "AVX512-BF16 or AMX) or fp32")
+    p.add_argument("--grad-clip", type=float, metavar="NORM",
+                   help="override the config's gradient-norm clip (bf16 runs need one: a single overflowing "
+                        "step can turn the weights to NaN)")
     p.set_defaults(func=run)
 
 
@@ -30,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_train_config(args.config, epochs=args.epochs, root=args.root, out=args.out,
                             init_from=args.init_from, threads=args.threads)
+    if args.amp:
+        cfg = replace(cfg, amp=None if args.amp == "fp32" else args.amp)
+    if args.grad_clip is not None:
+        cfg = replace(cfg, grad_clip=args.grad_clip)
     if args.train_split and args.train_split != cfg.train_split:
         # Its own run folder for the same reason as --holdout below.
         cfg = replace(cfg, train_split=args.train_split, name=f"{cfg.name}_{args.train_split.replace('+', '-')}")
