@@ -35,11 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from rtseg.train import fit, load_train_config
 
     cfg = load_train_config(args.config, epochs=args.epochs, root=args.root, out=args.out,
-                            init_from=args.init_from, threads=args.threads)
+                            init_from=args.init_from, threads=args.threads, grad_clip=args.grad_clip)
     if args.amp:
+        # Not one of the overrides above: those skip None, and None is how a config says fp32.
         cfg = replace(cfg, amp=None if args.amp == "fp32" else args.amp)
-    if args.grad_clip is not None:
-        cfg = replace(cfg, grad_clip=args.grad_clip)
     if args.train_split and args.train_split != cfg.train_split:
         # Its own run folder for the same reason as --holdout below.
         cfg = replace(cfg, train_split=args.train_split, name=f"{cfg.name}_{args.train_split.replace('+', '-')}")
